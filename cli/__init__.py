@@ -1,0 +1,1 @@
+"""The `gapkit` command line (installed as gapkit.cli)."""

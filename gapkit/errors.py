@@ -1,0 +1,52 @@
+"""Typed errors and the per-record Problem that bulk jobs collect."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+class GapkitError(Exception):
+    """Base class: a configuration or usage error that stops the job with one clear line."""
+
+
+class UnknownSchemeError(GapkitError):
+    pass
+
+
+class NoMappingError(GapkitError):
+    pass
+
+
+class OutputExistsError(GapkitError):
+    pass
+
+
+class FormatError(GapkitError):
+    """One bad file or record: carries where it is and why."""
+
+    def __init__(self, path: str | Path, reason: str, line: int | None = None):
+        self.path = str(path)
+        self.line = line
+        self.reason = reason
+        where = f"{self.path}:{line}" if line is not None else self.path
+        super().__init__(f"{where}: {reason}")
+
+    def problem(self) -> Problem:
+        return Problem(path=self.path, line=self.line, reason=self.reason)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A bad file or record that a bulk job skipped."""
+
+    path: str
+    line: int | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line is not None else self.path
+        return f"{where}: {self.reason}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,1 @@
+"""Package data: landmark schemes, scheme mappings and the exported FaceRecord JSON Schema."""
