@@ -1,0 +1,77 @@
+"""Helpers shared by the format modules (not a format)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path, PurePosixPath
+
+from gapkit.errors import FormatError, GapkitError, Problem
+from gapkit.records import FaceRecord
+from gapkit.schemes import get_scheme
+
+# Default scheme for a bare point count, used when a file names none.
+SCHEME_BY_COUNT = {68: "ibug68", 70: "facesynthetics70", 98: "wflw98", 29: "cofw29", 19: "aflw19",
+                   106: "lapa106", 468: "mediapipe468", 5: "dlib5", 51: "ibug51"}
+
+
+def scheme_for(k: int, path: str | Path, line: int | None = None, explicit: str | None = None) -> str:
+    if explicit:
+        want = get_scheme(explicit).num_points
+        if want != k:
+            raise FormatError(path, f"scheme {explicit} has {want} points, the file has {k}", line)
+        return explicit
+    if k not in SCHEME_BY_COUNT:
+        raise FormatError(path, f"{k} points match no known face scheme; pass the scheme option", line)
+    return SCHEME_BY_COUNT[k]
+
+
+def safe_relpath(record_id: str) -> PurePosixPath:
+    """A record id as a relative output path, refusing escapes from the output folder."""
+    p = PurePosixPath(record_id.replace("#", "_").replace(":", "_"))
+    if p.is_absolute() or ".." in p.parts or not p.parts:
+        raise FormatError(record_id, "record id cannot be used as an output path")
+    return p
+
+
+def prepare_dir(out: Path, overwrite: bool) -> None:
+    """An output folder must be new or empty unless overwriting."""
+    if out.exists() and not out.is_dir():
+        raise GapkitError(f"{out} exists and is not a folder")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise GapkitError(f"{out} is not empty; pass --overwrite to write into it")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def write_each(records: Iterable[FaceRecord], out: Path, overwrite: bool,
+               write_one: Callable[[FaceRecord, Path], None]) -> Iterator[FaceRecord | Problem]:
+    """Folder writers: prepare ``out``, write record by record, turn per-record failures into Problems."""
+    prepare_dir(out, overwrite)
+    for rec in records:
+        try:
+            write_one(rec, out / safe_relpath(rec.id))
+            yield rec
+        except FormatError as exc:
+            yield exc.problem()
+
+
+def place_image(rec: FaceRecord, dest: Path, mode: str = "link") -> None:
+    """Put the record's image at ``dest``: hard link when possible (cheap), else copy."""
+    src = Path(rec.image)
+    if not src.is_file():
+        raise FormatError(src, "image file is missing")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+        if dest.samefile(src):
+            return
+        dest.unlink()
+    if mode == "none":
+        return
+    if mode == "link":
+        try:
+            os.link(src, dest)
+            return
+        except OSError:
+            pass
+    shutil.copy2(src, dest)

@@ -1,0 +1,124 @@
+"""Datagen (DGFaces) datapoints, key points JSON version 2.
+
+Each datapoint folder holds one or more camera folders with ``key_points/``:
+``face_standard_key_points.json`` (68 iBUG-order points, keys "01".."68") and
+``face_dense_key_points.json`` (468 MediaPipe-topology points, keys "0".."467").
+**``pixel_2d.x`` is the ROW and ``pixel_2d.y`` the COLUMN**; so are the face box's
+min_x/max_x. ``is_visible`` is the string "true"/"false". Points are projections of
+3-D surface points, hence the ``datagen68`` scheme (projected semantics) for the 68.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from gapkit.errors import FormatError, Problem
+from gapkit.images import image_size
+from gapkit.records import FaceRecord, make_record
+
+KEYPOINT_FILES = {"standard": ("face_standard_key_points.json", "standard", "datagen68"),
+                  "dense": ("face_dense_key_points.json", "dense", "mediapipe468")}
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FormatError(path, "file is missing") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FormatError(path, f"cannot read: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise FormatError(path, f"not valid JSON: {exc.msg}", exc.lineno) from None
+
+
+def parse_keypoints(path: Path, group: str) -> tuple[np.ndarray, list[bool]]:
+    doc = _load_json(path)
+    try:
+        points = doc["face"][group]
+    except (KeyError, TypeError):
+        raise FormatError(path, f"no face.{group} key points in file") from None
+    if not isinstance(points, dict) or not points:
+        raise FormatError(path, f"face.{group} is empty or not an object")
+    try:
+        keys = sorted(points, key=int)
+    except ValueError:
+        raise FormatError(path, "key point names must be numbers") from None
+    first = int(keys[0])
+    if [int(k) for k in keys] != list(range(first, first + len(keys))):
+        raise FormatError(path, f"key point numbers are not contiguous ({keys[0]}..{keys[-1]}, {len(keys)} keys)")
+    pts = np.empty((len(keys), 2))
+    vis = []
+    for i, k in enumerate(keys):
+        p = points[k]
+        try:
+            row, col = float(p["pixel_2d"]["x"]), float(p["pixel_2d"]["y"])
+        except (KeyError, TypeError, ValueError):
+            raise FormatError(path, f"key point {k}: missing or non-numeric pixel_2d") from None
+        if not (np.isfinite(row) and np.isfinite(col)):
+            raise FormatError(path, f"key point {k}: non-finite pixel_2d")
+        pts[i] = col, row  # Datagen stores (row, col) under the names (x, y)
+        v = p.get("is_visible")
+        if v not in ("true", "false", True, False):
+            raise FormatError(path, f"key point {k}: is_visible must be 'true' or 'false', got {v!r}")
+        vis.append(v in ("true", True))
+    return pts, vis
+
+
+def _camera_dirs(datapoint: Path) -> list[Path]:
+    return sorted(p.parent for p in datapoint.glob("*/key_points"))
+
+
+def read(src: str | Path, keypoints: str = "standard") -> Iterator[FaceRecord | Problem]:
+    """Stream records from a folder of datapoints (or one datapoint folder)."""
+    if keypoints not in KEYPOINT_FILES:
+        raise ValueError(f"keypoints must be one of {', '.join(KEYPOINT_FILES)}")
+    fname, group, scheme = KEYPOINT_FILES[keypoints]
+    root = Path(src)
+    # A datapoint is the folder two levels above each key_points/ folder.
+    datapoints = sorted({kp.parent.parent for kp in root.rglob("key_points") if kp.is_dir()})
+    if not datapoints:
+        yield Problem(str(root), None, "no Datagen datapoints (no */key_points/ folders) here")
+    for dp in datapoints:
+        cams = _camera_dirs(dp)
+        for cam in cams:
+            try:
+                yield _record(dp, cam, fname, group, scheme, multi=len(cams) > 1)
+            except FormatError as exc:
+                yield exc.problem()
+
+
+def _record(dp: Path, cam: Path, fname: str, group: str, scheme: str, multi: bool) -> FaceRecord:
+    kp_path = cam / "key_points" / fname
+    if not kp_path.exists():
+        raise FormatError(kp_path, f"no {fname} in this datapoint")
+    pts, vis = parse_keypoints(kp_path, group)
+    env_path = cam / "environment.json"
+    image_name, attrs = "visible_spectrum_01.png", {"camera": cam.name}
+    if env_path.exists():
+        envs = _load_json(env_path).get("environments") or [{}]
+        image_name = envs[0].get("image_name", image_name)
+        attrs.update({k: v for k, v in envs[0].items() if k != "image_name"})
+    img = cam / image_name
+    w, h = image_size(img)
+    bbox = None
+    box_path = cam / "face_bounding_box.json"
+    if box_path.exists():
+        b = _load_json(box_path)
+        try:  # min_x/max_x are rows, like the key points
+            bbox = (float(b["min_y"]), float(b["min_x"]), float(b["max_y"] - b["min_y"]),
+                    float(b["max_x"] - b["min_x"]))
+        except (KeyError, TypeError):
+            raise FormatError(box_path, "face box needs min_x, min_y, max_x, max_y") from None
+    actor = dp / "actor_metadata.json"
+    if actor.exists():
+        meta = _load_json(actor)
+        expr = meta.get("face_expression") or {}
+        attrs["expression"] = expr.get("name")
+        attrs["identity"] = meta.get("identity_label")
+    rec_id = f"{dp.name}/{cam.name}" if multi else dp.name
+    return make_record(kp_path, None, id=rec_id, image=str(img.resolve()), width=w, height=h, scheme=scheme,
+                       points=pts, visible=vis, bbox=bbox, source="datagen", split="", attributes=attrs)

@@ -1,0 +1,86 @@
+"""The 300-W directory layout: ``<subset>/<split>/<name>.pts`` beside ``<name>.<png|jpg>``.
+
+``.pts`` values are 1-based (the centre of the top-left pixel is (1, 1)); records are
+0-based. The benchmark split comes from the folder names:
+train = afw + helen/trainset + lfpw/trainset; common = helen/testset + lfpw/testset;
+challenging = ibug; full = common + challenging; test = the private 300W indoor/outdoor set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from gapkit.errors import FormatError, Problem
+from gapkit.files import atomic_write_text
+from gapkit.formats.common import place_image, scheme_for, write_each
+from gapkit.formats.pts import dumps_pts, read_pts_many
+from gapkit.images import find_image, image_size
+from gapkit.records import FaceRecord, make_record
+
+SUBSETS = {"train": {"train"}, "common": {"common"}, "challenging": {"challenging"},
+           "full": {"common", "challenging"}, "test": {"test"},
+           "all": {"train", "common", "challenging", "test", "other"}}
+
+
+def split_of(rel: Path) -> tuple[str, str]:
+    """(split, subset name) from the folder names in a .pts path."""
+    parts = [p.lower() for p in rel.parts[:-1]]
+    joined = "/".join(parts)
+    if "ibug" in parts:
+        return "challenging", "ibug"
+    if "afw" in parts:
+        return "train", "afw"
+    for ds in ("helen", "lfpw"):
+        if ds in parts:
+            if "trainset" in parts:
+                return "train", f"{ds}_trainset"
+            if "testset" in parts:
+                return "common", f"{ds}_testset"
+    if "01_indoor" in joined or "02_outdoor" in joined:
+        return "test", "300w_private"
+    return "other", parts[0] if parts else ""
+
+
+def read(src: str | Path, subset: str = "all", scheme: str | None = None,
+         chunk: int = 256) -> Iterator[FaceRecord | Problem]:
+    """Stream records from a 300-W style folder (or a single .pts file)."""
+    root = Path(src)
+    if subset not in SUBSETS:
+        raise ValueError(f"unknown subset {subset!r}; one of {', '.join(SUBSETS)}")
+    files = [root] if root.is_file() else sorted(root.rglob("*.pts"))
+    base = root.parent if root.is_file() else root
+    wanted = SUBSETS[subset]
+    for i in range(0, len(files), chunk):
+        batch = [f for f in files[i:i + chunk] if split_of(f.resolve())[0] in wanted]
+        for f, pts in zip(batch, read_pts_many(batch), strict=True):
+            if isinstance(pts, FormatError):
+                yield pts.problem()
+                continue
+            try:
+                yield _record(f, base, pts, scheme)
+            except FormatError as exc:
+                yield exc.problem()
+
+
+def _record(f: Path, base: Path, pts, scheme: str | None) -> FaceRecord:
+    img = find_image(f.with_suffix(""))
+    if img is None:
+        raise FormatError(f, "no image beside this .pts (looked for the same name with .png/.jpg/...)")
+    w, h = image_size(img)
+    rel = f.relative_to(base).with_suffix("")
+    split, sub = split_of(f.resolve())
+    return make_record(f, None, id=rel.as_posix(), image=str(img.resolve()), width=w, height=h,
+                       scheme=scheme_for(len(pts), f, explicit=scheme), points=pts,
+                       source=f"300w/{sub}" if sub else "300w", split=split)
+
+
+def write(records: Iterable[FaceRecord], out: str | Path, overwrite: bool = False,
+          images: str = "link") -> Iterator[FaceRecord | Problem]:
+    """Write ``<id>.pts`` (1-based) and the image beside it; yields what was written or why not."""
+    def one(rec: FaceRecord, stem: Path) -> None:
+        text = dumps_pts(rec.points, origin=1.0, path=rec.id)
+        place_image(rec, stem.with_name(stem.name + (Path(rec.image).suffix.lower() or ".png")), images)
+        atomic_write_text(stem.with_name(stem.name + ".pts"), text, overwrite=True)
+
+    yield from write_each(records, Path(out), overwrite, one)
