@@ -1,0 +1,214 @@
+"""`gapkit` command line: parse options, call the library, print with rich, set the exit code.
+
+Exit codes: 0 all good; 1 some records were skipped (see the report); 2 a configuration
+error stopped the job before it started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from gapkit import __version__
+from gapkit.errors import GapkitError
+
+app = typer.Typer(help="gapkit: close the label gap and the domain gap between synthetic and real face landmarks.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+console = Console()
+err = Console(stderr=True)
+
+FromOpt = Annotated[str | None, typer.Option("--from", help="input format (guessed from SRC when left out)")]
+OptionsOpt = Annotated[list[str] | None, typer.Option(
+    "--opt", "-O", help="reader option KEY=VALUE, e.g. -O keypoints=dense, -O subset=common, -O images=DIR")]
+
+
+def _parse_opts(items: list[str] | None) -> dict:
+    out: dict = {}
+    for item in items or []:
+        if "=" not in item:
+            raise GapkitError(f"reader option {item!r} must look like KEY=VALUE")
+        k, v = item.split("=", 1)
+        out[k.strip()] = {"true": True, "false": False}.get(v.lower(), int(v) if v.isdigit() else v)
+    return out
+
+
+def _progress(label: str) -> Progress:
+    return Progress(SpinnerColumn(), TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    console=err, transient=True, disable=not err.is_terminal)
+
+
+@contextmanager
+def _job_errors() -> Iterator[None]:
+    """--strict stops and configuration errors become one line and an exit code."""
+    from gapkit.convert import StrictStop
+
+    try:
+        yield
+    except StrictStop as exc:
+        err.print(f"[red]stopped (--strict):[/red] {exc.problem}", soft_wrap=True, highlight=False)
+        raise typer.Exit(1) from None
+    except (GapkitError, FileNotFoundError, ValueError) as exc:
+        _fail(exc)
+
+
+def _fail(exc: Exception) -> None:
+    err.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
+    raise typer.Exit(2)
+
+
+def _show_problems(problems: list, limit: int = 20) -> None:
+    for p in problems[:limit]:
+        err.print(f"  [yellow]skipped[/yellow] {p}", soft_wrap=True, highlight=False)
+    if len(problems) > limit:
+        err.print(f"  ... and {len(problems) - limit} more (see the report)")
+
+
+@app.command()
+def convert(
+    src: Annotated[Path, typer.Argument(help="input file or folder")],
+    out: Annotated[Path, typer.Argument(help="output file or folder")],
+    from_fmt: FromOpt = None,
+    to_fmt: Annotated[str, typer.Option("--to", help="output format")] = "manifest",
+    scheme: Annotated[str | None, typer.Option(help="map every record to this scheme")] = None,
+    mapping: Annotated[str | None, typer.Option(help="use this named mapping (see `gapkit schemes`)")] = None,
+    split: Annotated[list[str] | None, typer.Option(help="keep only these splits (repeatable)")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace existing output")] = False,
+    strict: Annotated[bool, typer.Option(help="stop at the first bad record")] = False,
+    report: Annotated[Path | None, typer.Option(help="JSON report path [default: OUT.report.json]")] = None,
+    opt: OptionsOpt = None,
+) -> None:
+    """Convert a landmark dataset between formats (and schemes), skipping and reporting bad records."""
+    from gapkit.convert import convert as run
+    from gapkit.convert import write_report
+    from gapkit.files import check_output
+    from gapkit.formats import guess_format
+
+    report_path = report or out.with_name(out.name + ".report.json")
+    with _job_errors():
+        fmt = from_fmt or guess_format(str(src))
+        check_output(report_path, overwrite)
+        with _progress(f"converting {src.name}") as bar:
+            task = bar.add_task("", total=None)
+            rep = run(src, out, fmt, to_fmt, scheme=scheme, mapping=mapping, splits=split, overwrite=overwrite,
+                      strict=strict, read_options=_parse_opts(opt), progress=lambda n: bar.advance(task, n))
+        write_report(rep, report_path, overwrite=overwrite)
+    schemes = ", ".join(f"{k} ({v})" for k, v in rep.schemes.items()) or "none"
+    console.print(f"[green]wrote[/green] {rep.written} records to {out} [dim]({to_fmt}; schemes: {schemes})[/dim]")
+    if rep.filtered:
+        console.print(f"left out {rep.filtered} records of other splits")
+    if rep.problems:
+        err.print(f"[yellow]skipped {rep.skipped} bad records[/yellow]; report: {report_path}")
+        _show_problems(rep.problems)
+        raise typer.Exit(1)
+    console.print(f"report: {report_path}")
+
+
+@app.command()
+def validate(
+    src: Annotated[Path, typer.Argument(help="input file or folder")],
+    from_fmt: FromOpt = None,
+    deep: Annotated[bool, typer.Option(help="decode every image fully (catches truncated files)")] = False,
+    strict: Annotated[bool, typer.Option(help="stop at the first bad record")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the report as JSON")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing --json file")] = False,
+    opt: OptionsOpt = None,
+) -> None:
+    """Check and summarise a dataset without writing it."""
+    from gapkit.convert import validate as run
+    from gapkit.convert import write_report
+    from gapkit.formats import guess_format
+
+    with _job_errors():
+        fmt = from_fmt or guess_format(str(src))
+        with _progress(f"validating {src.name}") as bar:
+            task = bar.add_task("", total=None)
+            rep = run(src, fmt, strict=strict, deep=deep, read_options=_parse_opts(opt),
+                      progress=lambda n: bar.advance(task, n))
+        if json_out:
+            write_report(rep, json_out, overwrite=overwrite)
+    t = Table(title=f"{src} ({fmt})", show_header=False)
+    s = rep.stats
+    t.add_row("good records", str(s["records"]))
+    t.add_row("bad records (skipped)", str(rep.skipped))
+    t.add_row("schemes", ", ".join(f"{k}: {v}" for k, v in rep.schemes.items()) or "-")
+    t.add_row("splits", ", ".join(f"{k or '(none)'}: {v}" for k, v in rep.splits.items()) or "-")
+    if s["image_width"]:
+        t.add_row("image width / height", f"{s['image_width'][0]}-{s['image_width'][1]} / "
+                                          f"{s['image_height'][0]}-{s['image_height'][1]} px")
+    t.add_row("points outside the image", f"{s['points_outside_image']} in {s['records_with_points_outside_image']} records")
+    t.add_row("missing (NaN) points", f"{s['missing_points']} in {s['records_with_missing_points']} records")
+    t.add_row("duplicate shapes", str(s["duplicate_shapes"]))
+    console.print(t)
+    if rep.problems:
+        _show_problems(rep.problems, limit=50)
+        raise typer.Exit(1)
+
+
+@app.command()
+def schemes(name: Annotated[str | None, typer.Argument(help="show one scheme in full")] = None) -> None:
+    """List landmark schemes and the deterministic mappings between them."""
+    from gapkit.schemes import get_scheme, mappings, scheme_names
+
+    try:
+        if name:
+            s = get_scheme(name)
+            console.print(f"[bold]{s.name}[/bold] ({s.num_points} points, {s.contour_semantics}): {s.description}")
+            for g, idx in s.groups.items():
+                console.print(f"  {g}: {idx[0]}..{idx[-1]} ({len(idx)})" if idx == list(range(idx[0], idx[-1] + 1))
+                              else f"  {g}: {idx}")
+            console.print(f"  normalisers: {', '.join(s.normalisers)} (default {s.default_normaliser})")
+            return
+    except GapkitError as exc:
+        _fail(exc)
+    t = Table(title="landmark schemes")
+    for col in ("scheme", "K", "contour", "normalisers", "description"):
+        t.add_column(col)
+    for n in scheme_names():
+        s = get_scheme(n)
+        t.add_row(n, str(s.num_points), s.contour_semantics, ", ".join(s.normalisers), s.description[:70])
+    console.print(t)
+    m = Table(title="mappings (gapkit convert --scheme TARGET [--mapping NAME])")
+    for col in ("mapping", "from", "to", "kind"):
+        m.add_column(col)
+    for mp in mappings().values():
+        m.add_row(mp.name, mp.source, mp.target, mp.status)
+    console.print(m)
+
+
+@app.command()
+def formats() -> None:
+    """List the formats gapkit reads and writes."""
+    from gapkit.formats import FORMATS
+
+    t = Table(title="formats")
+    for col in ("format", "read", "write", "about"):
+        t.add_column(col)
+    for name, mod in FORMATS.items():
+        t.add_row(name, "yes", "yes" if hasattr(mod, "write") else "-", (mod.__doc__ or "").strip().splitlines()[0])
+    console.print(t)
+
+
+@app.callback(invoke_without_command=True)
+def main(version: Annotated[bool, typer.Option("--version", help="print the version")] = False) -> None:
+    if version:
+        console.print(f"gapkit {__version__}")
+        raise typer.Exit()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
