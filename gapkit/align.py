@@ -1,4 +1,4 @@
-"""Similarity Procrustes (Umeyama), batched, reflection-free, in numpy and torch.
+"""Similarity Procrustes (Umeyama, in its 2-D closed form), batched, reflection-free, in numpy and torch.
 
 Shapes are (N, K, 2) or (K, 2) arrays of (x, y). A :class:`Similarity` maps
 ``p -> scale * p @ R.T + t`` per shape; it can be applied and inverted. NaN points and
@@ -66,16 +66,18 @@ def procrustes(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = No
     mu_s = np.einsum("nk,nkj->nj", wn, s0)
     mu_d = np.einsum("nk,nkj->nj", wn, d0)
     a, b = s0 - mu_s[:, None], d0 - mu_d[:, None]
-    cov = np.einsum("nk,nki,nkj->nij", wn, b, a)  # dst x src
-    var_s = np.einsum("nk,nkj,nkj->n", wn, a, a)
+    # In 2-D the reflection-free least-squares similarity is closed form (treat points as
+    # complex numbers): the same optimum as Umeyama's SVD with det(R) = +1, without the SVD.
+    dot = (wn * (a[..., 0] * b[..., 0] + a[..., 1] * b[..., 1])).sum(axis=1)
+    crs = (wn * (a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0])).sum(axis=1)
+    var_s = (wn * (a * a).sum(axis=-1)).sum(axis=1)
     if (var_s <= 1e-12).any():
         raise ValueError("degenerate shape: all source points coincide")
-    u, sig, vt = np.linalg.svd(cov)
-    d = np.sign(np.linalg.det(u) * np.linalg.det(vt))
-    d = np.where(d == 0, 1.0, d)
-    fix = np.stack([np.ones_like(d), d], axis=1)  # diag(1, d): forbid reflection
-    rot = np.einsum("nij,nj,njk->nik", u, fix, vt)
-    scale = (sig * fix).sum(axis=1) / var_s
+    norm = np.hypot(dot, crs)
+    safe = np.where(norm > 0, norm, 1.0)
+    c, s = np.where(norm > 0, dot / safe, 1.0), np.where(norm > 0, crs / safe, 0.0)
+    rot = np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)
+    scale = norm / var_s
     t = mu_d - scale[:, None] * np.einsum("nij,nj->ni", rot, mu_s)
     return Similarity(scale, rot, t)
 
