@@ -10,8 +10,6 @@ import pytest
 from gapkit.cli.main import app as installed_app
 from typer.testing import CliRunner
 
-from cli.main import app  # noqa: F401  (the source tree import proves the layout)
-
 runner = CliRunner()
 
 

@@ -4,6 +4,7 @@ or the Problem that stopped a record. Only these modules know a file format."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import ModuleType
 
 from gapkit.errors import GapkitError
@@ -34,8 +35,6 @@ def get_format(name: str, write: bool = False) -> ModuleType:
 
 def guess_format(path: str) -> str:
     """A best guess for --from when it is left out."""
-    from pathlib import Path
-
     p = Path(path)
     if p.suffix == ".jsonl":
         return "manifest"

@@ -52,24 +52,25 @@ def read(src: str | Path, subset: str = "all", scheme: str | None = None,
     base = root.parent if root.is_file() else root
     wanted = SUBSETS[subset]
     for i in range(0, len(files), chunk):
-        batch = [f for f in files[i:i + chunk] if split_of(f.resolve())[0] in wanted]
-        for f, pts in zip(batch, read_pts_many(batch), strict=True):
+        tagged = [(f, split_of(f.resolve())) for f in files[i:i + chunk]]
+        batch = [(f, where) for f, where in tagged if where[0] in wanted]
+        for (f, where), pts in zip(batch, read_pts_many([f for f, _ in batch]), strict=True):
             if isinstance(pts, FormatError):
                 yield pts.problem()
                 continue
             try:
-                yield _record(f, base, pts, scheme)
+                yield _record(f, base, pts, scheme, where)
             except FormatError as exc:
                 yield exc.problem()
 
 
-def _record(f: Path, base: Path, pts, scheme: str | None) -> FaceRecord:
+def _record(f: Path, base: Path, pts, scheme: str | None, where: tuple[str, str]) -> FaceRecord:
     img = find_image(f.with_suffix(""))
     if img is None:
         raise FormatError(f, "no image beside this .pts (looked for the same name with .png/.jpg/...)")
     w, h = image_size(img)
     rel = f.relative_to(base).with_suffix("")
-    split, sub = split_of(f.resolve())
+    split, sub = where
     return make_record(f, None, id=rel.as_posix(), image=str(img.resolve()), width=w, height=h,
                        scheme=scheme_for(len(pts), f, explicit=scheme), points=pts,
                        source=f"300w/{sub}" if sub else "300w", split=split)

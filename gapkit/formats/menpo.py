@@ -15,7 +15,7 @@ import numpy as np
 
 from gapkit.errors import FormatError, Problem
 from gapkit.formats.common import SCHEME_BY_COUNT
-from gapkit.formats.pts import read_pts_many
+from gapkit.formats.pts import read_pts
 from gapkit.images import find_image, image_size
 from gapkit.records import FaceRecord, make_record
 
@@ -35,9 +35,7 @@ def read(src: str | Path, scheme: str | None = None) -> Iterator[FaceRecord | Pr
             w, h = image_size(img)
             attrs: dict = {}
             if f.suffix == ".pts":
-                pts = read_pts_many([f])[0]
-                if isinstance(pts, FormatError):
-                    raise pts
+                pts = read_pts(f)
             else:
                 pts, attrs = _read_ljson(f, scheme)
             if scheme is None and len(pts) not in MENPO_DEFAULTS:

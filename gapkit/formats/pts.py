@@ -79,8 +79,11 @@ def _fast(data: bytes) -> np.ndarray | None:
 
 
 def read_pts(path: str | Path, origin: float = 1.0) -> np.ndarray:
-    """Read one .pts into (K, 2) 0-based pixel (x, y)."""
-    return read_pts_many([path], origin)[0]
+    """Read one .pts into (K, 2) 0-based pixel (x, y); raises FormatError for a bad file."""
+    result = read_pts_many([path], origin)[0]
+    if isinstance(result, FormatError):
+        raise result
+    return result
 
 
 def read_pts_many(paths: Sequence[str | Path], origin: float = 1.0) -> list[np.ndarray | FormatError]:
