@@ -23,8 +23,8 @@ class Similarity:
 
     def apply(self, points: np.ndarray) -> np.ndarray:
         """(N, K, 2) -> (N, K, 2); NaN stays NaN."""
-        return self.scale[:, None, None] * np.einsum("nkj,nij->nki", points, self.rotation) \
-            + self.translation[:, None, :]
+        a = self.scale[:, None, None] * self.rotation
+        return np.matmul(points, np.transpose(a, (0, 2, 1))) + self.translation[:, None, :]
 
     def inverse(self) -> Similarity:
         r_t = np.transpose(self.rotation, (0, 2, 1))
@@ -41,9 +41,15 @@ class Similarity:
         return m
 
 
-def _weights(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+def _weights(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None) -> np.ndarray | None:
+    """Per-point weights, NaN points at 0; None when every point counts equally (the fast path)."""
+    missing = np.isnan(src).any(-1) | np.isnan(dst).any(-1) if (np.isnan(src).any() or np.isnan(dst).any()) \
+        else None
+    if weights is None and missing is None:
+        return None
     w = np.ones(src.shape[:2]) if weights is None else np.broadcast_to(np.asarray(weights, float), src.shape[:2]).copy()
-    w = np.where(np.isnan(src).any(-1) | np.isnan(dst).any(-1), 0.0, w)
+    if missing is not None:
+        w = np.where(missing, 0.0, w)
     if (w < 0).any():
         raise ValueError("Procrustes weights must be non-negative")
     if ((w > 0).sum(axis=1) < 2).any():
@@ -59,26 +65,55 @@ def procrustes(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = No
     """
     src = np.asarray(src, float)
     src = src[None] if src.ndim == 2 else src
-    dst = np.broadcast_to(np.asarray(dst, float), src.shape)
-    w = _weights(src, dst, weights)
-    wn = w / w.sum(axis=1, keepdims=True)
-    s0, d0 = np.nan_to_num(src), np.nan_to_num(dst)
-    mu_s = np.einsum("nk,nkj->nj", wn, s0)
-    mu_d = np.einsum("nk,nkj->nj", wn, d0)
-    a, b = s0 - mu_s[:, None], d0 - mu_d[:, None]
-    # In 2-D the reflection-free least-squares similarity is closed form (treat points as
-    # complex numbers): the same optimum as Umeyama's SVD with det(R) = +1, without the SVD.
-    dot = (wn * (a[..., 0] * b[..., 0] + a[..., 1] * b[..., 1])).sum(axis=1)
-    crs = (wn * (a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0])).sum(axis=1)
-    var_s = (wn * (a * a).sum(axis=-1)).sum(axis=1)
-    if (var_s <= 1e-12).any():
+    dst = np.asarray(dst, float)
+    one_target = dst.ndim == 2
+    w = _weights(src, np.broadcast_to(dst, src.shape), weights)
+    # In 2-D the reflection-free least-squares similarity is closed form (points as complex
+    # numbers): the optimum of Umeyama's SVD with det(R) = +1, without the SVD. The sums
+    # use raw moments, so no centred (N, K, 2) copies are made.
+    if w is None:
+        k = src.shape[1]
+        flat = src.reshape(len(src), -1)
+        ss = np.einsum("ni,ni->n", flat, flat) / k
+        if one_target:
+            # One BLAS pass gives both cross terms and the centroid.
+            proj = np.zeros((2 * k, 4))
+            proj[:, 0] = dst.reshape(-1)
+            proj[:, 1] = np.stack([dst[:, 1], -dst[:, 0]], -1).reshape(-1)
+            proj[0::2, 2] = proj[1::2, 3] = 1.0
+            moments = flat @ (proj / k)
+            sd_dot, sd_crs, mu_s = moments[:, 0], moments[:, 1], moments[:, 2:]
+            mu_d = np.broadcast_to(dst.mean(axis=0), mu_s.shape)
+        else:
+            dst = np.broadcast_to(dst, src.shape)
+            mu_s = src.mean(axis=1)
+            mu_d = dst.mean(axis=1)
+            sd_dot = np.einsum("ni,ni->n", flat, dst.reshape(len(src), -1)) / k
+            sd_crs = (np.einsum("nk,nk->n", src[..., 0], dst[..., 1])
+                      - np.einsum("nk,nk->n", src[..., 1], dst[..., 0])) / k
+    else:
+        dst = np.broadcast_to(dst, src.shape)
+        wn = w / w.sum(axis=1, keepdims=True)
+        s0, d0 = np.nan_to_num(src), np.nan_to_num(dst)
+        mu_s = np.einsum("nk,nkj->nj", wn, s0)
+        mu_d = np.einsum("nk,nkj->nj", wn, d0)
+        ss = np.einsum("nk,nkj,nkj->n", wn, s0, s0)
+        sd_dot = np.einsum("nk,nkj,nkj->n", wn, s0, d0)
+        sd_crs = np.einsum("nk,nk,nk->n", wn, s0[..., 0], d0[..., 1]) - np.einsum("nk,nk,nk->n", wn, s0[..., 1], d0[..., 0])
+    dot = sd_dot - (mu_s * mu_d).sum(axis=1)
+    crs = sd_crs - (mu_s[:, 0] * mu_d[:, 1] - mu_s[:, 1] * mu_d[:, 0])
+    var_s = ss - (mu_s * mu_s).sum(axis=1)
+    if (var_s <= 1e-12 * np.maximum(ss, 1e-300)).any() or (var_s <= 0).any():
         raise ValueError("degenerate shape: all source points coincide")
     norm = np.hypot(dot, crs)
     safe = np.where(norm > 0, norm, 1.0)
     c, s = np.where(norm > 0, dot / safe, 1.0), np.where(norm > 0, crs / safe, 0.0)
-    rot = np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)
+    rot = np.empty((len(src), 2, 2))
+    rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1] = c, -s, s, c
     scale = norm / var_s
-    t = mu_d - scale[:, None] * np.einsum("nij,nj->ni", rot, mu_s)
+    t = np.empty_like(mu_d)
+    t[:, 0] = mu_d[:, 0] - scale * (c * mu_s[:, 0] - s * mu_s[:, 1])
+    t[:, 1] = mu_d[:, 1] - scale * (s * mu_s[:, 0] + c * mu_s[:, 1])
     return Similarity(scale, rot, t)
 
 
