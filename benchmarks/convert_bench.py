@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from timing import best
 
 from gapkit.formats.pts import read_pts_many
 
@@ -31,15 +31,6 @@ def files() -> list[Path]:
         p.write_text(text)
         out.append(p)
     return out
-
-
-def best(fn, repeat: int = 5) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def main() -> None:

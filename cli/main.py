@@ -6,77 +6,30 @@ error stopped the job before it started.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
 
 from gapkit import __version__
+from gapkit.cli.adapt import app as adapt_app
+from gapkit.cli.ui import (
+    FromOpt,
+    OptionsOpt,
+    console,
+    err,
+    fail,
+    job_errors,
+    parse_opts,
+    progress_bar,
+    show_problems,
+)
 from gapkit.errors import GapkitError
 
 app = typer.Typer(help="gapkit: close the label gap and the domain gap between synthetic and real face landmarks.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-console = Console()
-err = Console(stderr=True)
-
-FromOpt = Annotated[str | None, typer.Option("--from", help="input format (guessed from SRC when left out)")]
-OptionsOpt = Annotated[list[str] | None, typer.Option(
-    "--opt", "-O", help="reader option KEY=VALUE, e.g. -O keypoints=dense, -O subset=common, -O images=DIR")]
-
-
-def _parse_opts(items: list[str] | None) -> dict:
-    out: dict = {}
-    for item in items or []:
-        if "=" not in item:
-            raise GapkitError(f"reader option {item!r} must look like KEY=VALUE")
-        k, v = item.split("=", 1)
-        out[k.strip()] = {"true": True, "false": False}.get(v.lower(), int(v) if v.isdigit() else v)
-    return out
-
-
-def _progress(label: str) -> Progress:
-    return Progress(SpinnerColumn(), TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(),
-                    console=err, transient=True, disable=not err.is_terminal)
-
-
-@contextmanager
-def _job_errors() -> Iterator[None]:
-    """--strict stops and configuration errors become one line and an exit code."""
-    from gapkit.convert import StrictStop
-
-    try:
-        yield
-    except StrictStop as exc:
-        err.print(f"[red]stopped (--strict):[/red] {exc.problem}", soft_wrap=True, highlight=False)
-        raise typer.Exit(1) from None
-    except (GapkitError, FileNotFoundError, ValueError) as exc:
-        _fail(exc)
-
-
-def _fail(exc: Exception) -> None:
-    err.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
-    raise typer.Exit(2)
-
-
-def _show_problems(problems: list, limit: int = 20) -> None:
-    for p in problems[:limit]:
-        err.print(f"  [yellow]skipped[/yellow] {p}", soft_wrap=True, highlight=False)
-    if len(problems) > limit:
-        err.print(f"  ... and {len(problems) - limit} more (see the report)")
-
+app.add_typer(adapt_app, name="adapt")
 
 @app.command()
 def convert(
@@ -99,13 +52,13 @@ def convert(
     from gapkit.formats import guess_format
 
     report_path = report or out.with_name(out.name + ".report.json")
-    with _job_errors():
+    with job_errors():
         fmt = from_fmt or guess_format(str(src))
         check_output(report_path, overwrite)
-        with _progress(f"converting {src.name}") as bar:
+        with progress_bar(f"converting {src.name}") as bar:
             task = bar.add_task("", total=None)
             rep = run(src, out, fmt, to_fmt, scheme=scheme, mapping=mapping, splits=split, overwrite=overwrite,
-                      strict=strict, read_options=_parse_opts(opt), progress=lambda n: bar.advance(task, n))
+                      strict=strict, read_options=parse_opts(opt), progress=lambda n: bar.advance(task, n))
         write_report(rep, report_path, overwrite=overwrite)
     schemes = ", ".join(f"{k} ({v})" for k, v in rep.schemes.items()) or "none"
     console.print(f"[green]wrote[/green] {rep.written} records to {out} [dim]({to_fmt}; schemes: {schemes})[/dim]")
@@ -113,7 +66,7 @@ def convert(
         console.print(f"left out {rep.filtered} records of other splits")
     if rep.problems:
         err.print(f"[yellow]skipped {rep.skipped} bad records[/yellow]; report: {report_path}")
-        _show_problems(rep.problems)
+        show_problems(rep.problems)
         raise typer.Exit(1)
     console.print(f"report: {report_path}")
 
@@ -133,11 +86,11 @@ def validate(
     from gapkit.convert import write_report
     from gapkit.formats import guess_format
 
-    with _job_errors():
+    with job_errors():
         fmt = from_fmt or guess_format(str(src))
-        with _progress(f"validating {src.name}") as bar:
+        with progress_bar(f"validating {src.name}") as bar:
             task = bar.add_task("", total=None)
-            rep = run(src, fmt, strict=strict, deep=deep, read_options=_parse_opts(opt),
+            rep = run(src, fmt, strict=strict, deep=deep, read_options=parse_opts(opt),
                       progress=lambda n: bar.advance(task, n))
         if json_out:
             write_report(rep, json_out, overwrite=overwrite)
@@ -155,7 +108,7 @@ def validate(
     t.add_row("duplicate shapes", str(s["duplicate_shapes"]))
     console.print(t)
     if rep.problems:
-        _show_problems(rep.problems, limit=50)
+        show_problems(rep.problems, limit=50)
         raise typer.Exit(1)
 
 
@@ -174,7 +127,7 @@ def schemes(name: Annotated[str | None, typer.Argument(help="show one scheme in 
             console.print(f"  normalisers: {', '.join(s.normalisers)} (default {s.default_normaliser})")
             return
     except GapkitError as exc:
-        _fail(exc)
+        fail(exc)
     t = Table(title="landmark schemes")
     for col in ("scheme", "K", "contour", "normalisers", "description"):
         t.add_column(col)

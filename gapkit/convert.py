@@ -177,3 +177,17 @@ def validate(src: str | Path, from_fmt: str, *, strict: bool = False, deep: bool
 
 def write_report(report: Report, path: str | Path, overwrite: bool = False) -> None:
     atomic_write_text(path, json.dumps(report.to_dict(), indent=2) + "\n", overwrite=overwrite)
+
+
+def load_records(src: str | Path, fmt: str | None = None, *, splits: Iterable[str] | None = None,
+                 read_options: dict | None = None, progress: Progress | None = None) -> tuple[list[FaceRecord], Report]:
+    """Every good record of a manifest or format folder in memory, and the report of the bad ones."""
+    from gapkit.formats import guess_format
+
+    report = Report()
+    fmt = fmt or guess_format(str(src))
+    items = get_format(fmt).read(src, **(read_options or {}))
+    recs = list(_records(items, report, False, progress, set(splits) if splits else None))
+    for r in recs:
+        report.schemes[r.scheme] += 1
+    return recs, report

@@ -7,8 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from gapkit.cli.main import app as installed_app
 from typer.testing import CliRunner
+
+from gapkit.cli.main import app as installed_app
 
 runner = CliRunner()
 

@@ -23,7 +23,6 @@ def test_wheel_has_one_import_root(tmp_path):
 
 def test_installed_package_data_is_found():
     import gapkit.schemas
-
     from gapkit.schemes import scheme_names
 
     assert Path(gapkit.schemas.__file__).parent.name in ("schemas",)

@@ -1,0 +1,157 @@
+"""`gapkit adapt fit|apply|eval`: learn, use and score a label adapter."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from gapkit.cli.ui import OptionsOpt, console, err, job_errors, parse_opts, progress_bar, show_problems
+
+app = typer.Typer(help="Learn a label adapter from paired shapes, apply it, and score it.", no_args_is_help=True)
+
+SourceOpt = Annotated[Path, typer.Option("--source", help="source-scheme records (manifest or format folder)")]
+TargetOpt = Annotated[Path, typer.Option("--target", help="target-scheme records of the same faces (same ids)")]
+DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda")]
+SplitOpt = Annotated[list[str] | None, typer.Option(help="use only target records of these splits (repeatable)")]
+
+
+def _load(path: Path, opt: list[str] | None, what: str, splits: list[str] | None = None):
+    from gapkit.convert import load_records
+
+    with progress_bar(f"reading {what} {path.name}") as bar:
+        task = bar.add_task("", total=None)
+        recs, rep = load_records(path, read_options=parse_opts(opt), splits=splits,
+                                 progress=lambda n: bar.advance(task, n))
+    if rep.problems:
+        err.print(f"[yellow]{what}: skipped {rep.skipped} bad records[/yellow]")
+        show_problems(rep.problems)
+    return recs, rep
+
+
+def _pairs(source: Path, target: Path, opt: list[str] | None, splits: list[str] | None = None,
+           max_pairs: int | None = None, seed: int = 0):
+    from gapkit.adapt import pair_records
+
+    src, _ = _load(source, opt, "source")
+    # The split is the target's (people's labels carry it); source records may have none.
+    tgt, _ = _load(target, opt, "target", splits)
+    pairs = pair_records(src, tgt)
+    if splits:
+        pairs.only_source = []  # records of other splits are left out on purpose
+    if max_pairs is not None:
+        pairs = pairs.subset(max_pairs, seed)
+    for side, ids in (("source", pairs.only_source), ("target", pairs.only_target)):
+        if ids:
+            more = f" ... (+{len(ids) - 5})" if len(ids) > 5 else ""
+            err.print(f"[yellow]{len(ids)} ids only in the {side}[/yellow], not used: {', '.join(ids[:5])}{more}",
+                      soft_wrap=True, highlight=False)
+    console.print(f"{len(pairs.ids)} pairs: {pairs.source_scheme} -> {pairs.target_scheme}")
+    return pairs
+
+
+@app.command()
+def fit(
+    source: SourceOpt,
+    target: TargetOpt,
+    out: Annotated[Path, typer.Option("-o", "--out", help="adapter file to write (.gka)")],
+    head: Annotated[str, typer.Option(help="auto (choose by validation) | linear | mlp")] = "auto",
+    val_frac: Annotated[float, typer.Option(help="share of the pairs held out for early stopping")] = 0.1,
+    epochs: Annotated[int, typer.Option(help="most MLP epochs")] = 300,
+    device: DeviceOpt = "auto",
+    seed: int = 0,
+    split: SplitOpt = None,
+    max_pairs: Annotated[int | None, typer.Option(help="fit on a seeded random subset of this many pairs")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing adapter file")] = False,
+    opt: OptionsOpt = None,
+) -> None:
+    """Fit an adapter on faces labelled in both schemes, paired by id."""
+    from gapkit.adapt import FitConfig, LabelAdapter
+    from gapkit.files import check_output
+
+    with job_errors():
+        check_output(out, overwrite)
+        if not 0 <= val_frac < 0.5:
+            raise ValueError(f"--val-frac must be in [0, 0.5), got {val_frac}")
+        pairs = _pairs(source, target, opt, split, max_pairs, seed)
+        adapter = LabelAdapter(pairs.source_scheme, pairs.target_scheme)
+        cfg = FitConfig(head=head, val_frac=val_frac, epochs=epochs, device=device, seed=seed)
+        with progress_bar("training") as bar:
+            task = bar.add_task("", total=epochs)
+            rep = adapter.fit(pairs.source, pairs.target, cfg, ids=pairs.ids,
+                              progress=lambda e, n: bar.update(task, completed=e))
+        adapter.save(out, overwrite=overwrite)
+    val = adapter.meta["val_nme_pct"]
+    cv = f"; {rep.cv['folds']}-fold CV NME linear {rep.cv['linear_nme_pct']:.2f}% vs mlp {rep.cv['mlp_nme_pct']:.2f}%" \
+        if rep.cv else ""
+    console.print(f"[green]wrote[/green] {out}: head {rep.head}, {rep.n_train} train / {rep.n_val} val pairs, "
+                  f"device {adapter.meta['fit_device']}"
+                  + (f", val NME({adapter.normaliser}) {val:.2f}%" if val is not None else "") + cv,
+                  soft_wrap=True, highlight=False)
+
+
+@app.command()
+def apply(
+    adapter_file: Annotated[Path, typer.Argument(help="adapter (.gka)")],
+    src: Annotated[Path, typer.Argument(help="source-scheme records (manifest or format folder)")],
+    out: Annotated[Path, typer.Argument(help="manifest to write, in the adapter's target scheme")],
+    device: DeviceOpt = "cpu",
+    overwrite: Annotated[bool, typer.Option(help="replace an existing output")] = False,
+    opt: OptionsOpt = None,
+) -> None:
+    """Translate every record of SRC into the adapter's target scheme."""
+    from gapkit.adapt import LabelAdapter, one_scheme
+    from gapkit.files import check_output
+    from gapkit.records import write_manifest
+
+    with job_errors():
+        check_output(out, overwrite)
+        recs, rep = _load(src, opt, "input")
+        if not recs:
+            raise ValueError(f"{src}: no usable records")
+        adapter = LabelAdapter.load(adapter_file, source=one_scheme(recs, "input")).to(device)
+        import numpy as np
+
+        pred = adapter.predict(np.stack([r.points for r in recs]))
+        name = adapter_file.name
+        out_recs = [r.model_copy(update={"scheme": adapter.target.name, "points": p, "visible": None,
+                                         "attributes": dict(r.attributes, adapted_from=r.scheme, adapter=name)})
+                    for r, p in zip(recs, pred, strict=True)]
+        n = write_manifest(out_recs, out, overwrite=overwrite)
+    console.print(f"[green]wrote[/green] {n} records to {out} ({adapter.source.name} -> {adapter.target.name})")
+    if rep.problems:
+        raise typer.Exit(1)
+
+
+@app.command("eval")
+def evaluate(
+    adapter_file: Annotated[Path, typer.Argument(help="adapter (.gka)")],
+    source: SourceOpt,
+    target: TargetOpt,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    device: DeviceOpt = "cpu",
+    split: SplitOpt = None,
+    opt: OptionsOpt = None,
+) -> None:
+    """Score the deterministic mapping, the mean-shape Procrustes baseline and the adapter."""
+    from gapkit.adapt import LabelAdapter
+    from gapkit.adapt import evaluate as run
+
+    with job_errors():
+        pairs = _pairs(source, target, opt, split)
+        adapter = LabelAdapter.load(adapter_file, source=pairs.source_scheme, target=pairs.target_scheme).to(device)
+        rows = run(adapter, pairs)
+    if json_out:
+        print(json.dumps({"adapter": str(adapter_file), "pairs": len(pairs.ids), "rows": rows}, indent=1))
+        return
+    t = Table(title=f"{adapter.source.name} -> {adapter.target.name} on {len(pairs.ids)} faces")
+    for col in ("method", f"NME({adapter.normaliser})", "FR@8%", "AUC@8%"):
+        t.add_column(col, justify="left" if col == "method" else "right")
+    for r in rows:
+        t.add_row(r["method"], f"{r['nme_pct']:.2f}%", f"{100 * r['fr@0.08']:.1f}%", f"{r['auc@0.08']:.3f}")
+    console.print(t)
+
+

@@ -1,0 +1,536 @@
+"""Label adaptation: translate landmarks from one scheme's meaning into another's.
+
+Pipeline, per face: align the source shape (N, K_s, 2) to the source mean shape with a
+similarity (Procrustes) -> predict the target shape (N, K_t, 2) in that aligned frame with a
+linear map fitted in closed form (ridge) plus an optional MLP residual -> undo the
+similarity. Points are 0-based pixel (x, y); NaN marks a missing point.
+
+With few pairs the MLP overfits, so ``head="auto"`` picks between the linear head and the
+MLP by validation error (k-fold cross-validation when the training set is small). Training
+is seeded and deterministic on CPU. An adapter saves to one zip file (``.gka``) holding
+``meta.json`` and ``weights.npz``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gapkit import __version__
+from gapkit.align import generalised_procrustes, procrustes
+from gapkit.errors import GapkitError
+from gapkit.files import atomic_open
+from gapkit.schemes import get_scheme
+
+FILE_KIND = "gapkit-label-adapter"
+FILE_VERSION = 1
+PREDICT_CHUNK = 8192
+SMALL_DATA = 200  # below this many pairs the head is chosen by k-fold CV, not one split
+
+
+class AdapterError(GapkitError):
+    """A label adapter cannot be fitted, loaded or applied to these inputs."""
+
+
+@dataclass
+class FitConfig:
+    head: str = "auto"  # auto | linear | mlp
+    hidden: tuple[int, ...] = (256,)
+    epochs: int = 300
+    max_steps: int = 2500  # optimiser steps in all; caps the epochs on large data
+    batch_size: int = 512
+    lr: float = 1e-2
+    weight_decay: float = 1e-4
+    patience: int = 25
+    val_frac: float = 0.1
+    folds: int = 5
+    seed: int = 0
+    device: str = "auto"
+    ridge_alphas: tuple[float, ...] = tuple(float(a) for a in np.logspace(-6, 2, 17))
+
+
+@dataclass
+class FitReport:
+    n_pairs: int
+    n_train: int
+    n_val: int
+    head: str
+    ridge_alpha: float
+    epochs_run: int = 0
+    val_nme_linear_pct: float | None = None
+    val_nme_mlp_pct: float | None = None
+    cv: dict = field(default_factory=dict)
+
+
+def resolve_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise AdapterError("--device cuda asked for, but torch sees no CUDA device")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise AdapterError(f"unknown device {device!r}; use auto, cpu or cuda")
+    return device
+
+
+def check_shapes(points: np.ndarray, k: int, what: str, ids: list[str] | None = None,
+                 deep: bool = True) -> np.ndarray:
+    """(N, k, 2) float array, or an error naming the first bad face. ``deep=False`` leaves the
+    degenerate-shape test to the Procrustes fit (it is the costly part at millions of shapes)."""
+    arr = np.asarray(points, float)
+    if arr.ndim != 3 or arr.shape[1:] != (k, 2):
+        raise AdapterError(f"{what}: expected shapes (N, {k}, 2), got {arr.shape}")
+    if not len(arr):
+        raise AdapterError(f"{what}: no shapes")
+    if np.isinf(arr).any():
+        raise AdapterError(f"{what}: infinite coordinates")
+    has_nan = np.isnan(arr).any()
+    if has_nan:
+        for i in np.flatnonzero((~np.isnan(arr).any(-1)).sum(1) < 3):
+            name = ids[i] if ids else f"#{i}"
+            raise AdapterError(f"{what} {name}: fewer than 3 present points (NaN shape)")
+    if not deep:
+        return arr
+    lo, hi = (np.nanmin(arr, axis=1), np.nanmax(arr, axis=1)) if has_nan else (arr.min(axis=1), arr.max(axis=1))
+    spread = hi - lo
+    for i in np.flatnonzero(np.hypot(spread[:, 0], spread[:, 1]) < 1e-6):
+        name = ids[i] if ids else f"#{i}"
+        raise AdapterError(f"{what} {name}: degenerate shape (all points coincide)")
+    return arr
+
+
+def _mlp(d_in: int, d_out: int, hidden: tuple[int, ...], n_inputs: int):
+    """Frozen whitening (d_in -> n_inputs) -> trainable MLP -> frozen output scale."""
+    import torch
+    from torch import nn
+
+    class Scale(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("scale", torch.ones(()))
+
+        def forward(self, x):
+            return x * self.scale
+
+    whiten = nn.Linear(d_in, n_inputs, bias=False)
+    whiten.weight.requires_grad_(False)
+    layers: list[nn.Module] = [whiten]
+    width = n_inputs
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.GELU()]
+        width = h
+    last = nn.Linear(width, d_out)
+    # Zero output layer: training starts exactly at the linear head, so early stopping
+    # can only keep an MLP that beats it on validation.
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
+    layers += [last, Scale()]
+    return nn.Sequential(*layers).to(torch.float32)
+
+
+def _whitening(x: np.ndarray, max_components: int = 128, keep: float = 0.999) -> np.ndarray:
+    """(d_in, n) projection of centred features onto their main principal directions, scaled
+    so that the first has unit variance. Aligned shapes vary by a few percent of their size;
+    O(1) inputs train far faster. The relative scale of the directions is kept: whitening
+    each to unit variance would blow the noise directions up to the size of real modes."""
+    _, sv, vt = np.linalg.svd(x - x.mean(axis=0), full_matrices=False)
+    var = sv ** 2 / max(len(x) - 1, 1)
+    n = int(np.searchsorted(np.cumsum(var) / var.sum(), keep) + 1)
+    n = max(1, min(n, max_components, int((var > 1e-12 * var[0]).sum())))
+    return (vt[:n].T / np.sqrt(var[0])).astype(np.float32)
+
+
+class LabelAdapter:
+    """Learned translator from ``source`` scheme points to ``target`` scheme points."""
+
+    def __init__(self, source: str, target: str, normaliser: str | None = None):
+        self.source = get_scheme(source)
+        self.target = get_scheme(target)
+        self.normaliser = normaliser or self.target.default_normaliser
+        self.mean_source: np.ndarray | None = None  # (K_s, 2), centred, unit RMS radius
+        self.mean_target: np.ndarray | None = None  # (K_t, 2) in the same aligned frame
+        self.x_mean: np.ndarray | None = None
+        self.y_mean: np.ndarray | None = None
+        self.lin_w: np.ndarray | None = None  # (2K_s, 2K_t)
+        self.lin_b: np.ndarray | None = None  # (2K_t,)
+        self.mlp_state: dict[str, np.ndarray] | None = None
+        self.hidden: tuple[int, ...] = ()
+        self.mlp_inputs = 0
+        self.head = "linear"
+        self.meta: dict = {}
+        self._net = None
+        self._device = "cpu"
+
+    # ---- frames -------------------------------------------------------------------
+    def _features(self, src: np.ndarray):
+        """Aligned, mean-filled source features (N, 2K_s) and the similarity used."""
+        tf = procrustes(src, self.mean_source)
+        aligned = tf.apply(src)
+        if np.isnan(aligned).any():
+            aligned = np.where(np.isnan(aligned), self.mean_source[None], aligned)
+        return aligned.reshape(len(src), -1) - self.x_mean, tf
+
+    def _linear(self, x: np.ndarray) -> np.ndarray:
+        return x @ self.lin_w + self.lin_b
+
+    # ---- fitting -----------------------------------------------------------------
+    def fit(self, source_points: np.ndarray, target_points: np.ndarray, config: FitConfig | None = None,
+            progress: Callable[[int, int], None] | None = None, ids: list[str] | None = None) -> FitReport:
+        """Fit on paired shapes: ``source_points`` (N, K_s, 2) and ``target_points`` (N, K_t, 2)
+        of the same faces, in pixels. NaN target points are left out of the loss."""
+        cfg = config or FitConfig()
+        src = check_shapes(source_points, self.source.num_points, f"source ({self.source.name})", ids)
+        tgt = check_shapes(target_points, self.target.num_points, f"target ({self.target.name})", ids)
+        if len(src) != len(tgt):
+            raise AdapterError(f"{len(src)} source shapes but {len(tgt)} target shapes")
+        n = len(src)
+        if n < 5:
+            raise AdapterError(f"need at least 5 pairs to fit an adapter, got {n}")
+        if cfg.head not in ("auto", "linear", "mlp"):
+            raise AdapterError(f"unknown head {cfg.head!r}; use auto, linear or mlp")
+        self._device = resolve_device(cfg.device)
+
+        self.mean_source, _ = generalised_procrustes(src)
+        tf = procrustes(src, self.mean_source)
+        a_src = tf.apply(src)
+        a_src = np.where(np.isnan(a_src), self.mean_source[None], a_src)
+        a_tgt = tf.apply(tgt)
+        self.mean_target = np.nanmean(a_tgt, axis=0)
+        x_all = a_src.reshape(n, -1)
+        y_all = a_tgt.reshape(n, -1)
+        self.x_mean = x_all.mean(axis=0)
+        self.y_mean = np.nanmean(y_all, axis=0)
+        x_all = x_all - self.x_mean
+        y_all = y_all - self.y_mean
+
+        rng = np.random.default_rng(cfg.seed)
+        order = rng.permutation(n)
+        n_val = max(1, int(round(cfg.val_frac * n))) if cfg.val_frac > 0 else 0
+        val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+        rep = FitReport(n_pairs=n, n_train=len(train_idx), n_val=n_val, head=cfg.head, ridge_alpha=0.0)
+
+        head = cfg.head
+        if head == "auto" and n < SMALL_DATA:
+            rep.cv = self._cross_validate(x_all, y_all, tgt, tf, cfg)
+            head = "mlp" if rep.cv["mlp_nme_pct"] < rep.cv["linear_nme_pct"] else "linear"
+
+        self.lin_w, self.lin_b, rep.ridge_alpha = _ridge(x_all[train_idx], y_all[train_idx], cfg.ridge_alphas)
+        self.mlp_state, self.hidden = None, ()
+        if n_val:
+            rep.val_nme_linear_pct = self._val_nme(x_all[val_idx], tgt[val_idx], tf, val_idx, None)
+        if head in ("mlp", "auto"):
+            net, rep.epochs_run = _train_mlp(x_all, y_all, train_idx, val_idx, self._linear, cfg, progress,
+                                             self._device)
+            if n_val:
+                rep.val_nme_mlp_pct = self._val_nme(x_all[val_idx], tgt[val_idx], tf, val_idx, net)
+            if head == "auto":
+                head = "mlp" if (rep.val_nme_mlp_pct or np.inf) < (rep.val_nme_linear_pct or np.inf) else "linear"
+            if head == "mlp":
+                self._set_net(net)
+        if head == "linear" and n_val:
+            # Nothing to stop early: refit the closed form on every pair.
+            self.lin_w, self.lin_b, rep.ridge_alpha = _ridge(x_all, y_all, cfg.ridge_alphas)
+        self.head = rep.head = head
+        val = rep.val_nme_mlp_pct if head == "mlp" else rep.val_nme_linear_pct
+        self.meta = {
+            "kind": FILE_KIND, "file_version": FILE_VERSION, "gapkit_version": __version__,
+            "source_scheme": self.source.name, "target_scheme": self.target.name,
+            "normaliser": self.normaliser, "head": head, "hidden": list(self.hidden), "mlp_inputs": self.mlp_inputs,
+            "training_pairs": n, "train": rep.n_train, "val": rep.n_val,
+            "val_nme_pct": val, "ridge_alpha": rep.ridge_alpha, "seed": cfg.seed,
+            "cv": rep.cv, "fit_device": self._device,
+        }
+        return rep
+
+    def _set_net(self, net) -> None:
+        import torch
+
+        self._net = net.eval()
+        linears = [m for m in net if isinstance(m, torch.nn.Linear)]
+        self.hidden = tuple(m.out_features for m in linears[1:-1])
+        self.mlp_inputs = linears[0].out_features
+        self.mlp_state = {k: v.detach().cpu().numpy().copy() for k, v in net.state_dict().items()}
+
+    def _val_nme(self, x: np.ndarray, tgt: np.ndarray, tf, idx: np.ndarray, net) -> float:
+        from gapkit.metrics import nme
+
+        y = self._linear(x)
+        if net is not None:
+            y = y + _run_net(net, x, self._device)
+        pred = _inverse(tf, idx, (y + self.y_mean).reshape(len(x), -1, 2))
+        return float(100 * nme(pred, tgt, self.target, self.normaliser).mean())
+
+    def _cross_validate(self, x: np.ndarray, y: np.ndarray, tgt: np.ndarray, tf, cfg: FitConfig) -> dict:
+        """k-fold NME of the linear and MLP heads: the capacity choice for small data."""
+        n = len(x)
+        folds = np.array_split(np.random.default_rng(cfg.seed + 1).permutation(n), min(cfg.folds, n))
+        errs: dict[str, list[float]] = {"linear": [], "mlp": []}
+        for f, val_idx in enumerate(folds):
+            val_idx = np.sort(val_idx)
+            train_idx = np.setdiff1d(np.arange(n), val_idx)
+            self.lin_w, self.lin_b, _ = _ridge(x[train_idx], y[train_idx], cfg.ridge_alphas)
+            errs["linear"].append(self._val_nme(x[val_idx], tgt[val_idx], tf, val_idx, None))
+            # Inner split of the training fold for early stopping, never the held-out fold.
+            inner = np.random.default_rng(cfg.seed + 2 + f).permutation(train_idx)
+            n_in = max(1, int(round(cfg.val_frac * len(inner))))
+            net, _ = _train_mlp(x, y, np.sort(inner[n_in:]), np.sort(inner[:n_in]), self._linear, cfg, None,
+                                self._device)
+            errs["mlp"].append(self._val_nme(x[val_idx], tgt[val_idx], tf, val_idx, net))
+        return {"folds": len(folds), "linear_nme_pct": float(np.mean(errs["linear"])),
+                "mlp_nme_pct": float(np.mean(errs["mlp"]))}
+
+    # ---- use ---------------------------------------------------------------------
+    def predict(self, source_points: np.ndarray) -> np.ndarray:
+        """(N, K_s, 2) or (K_s, 2) source-scheme points -> (N, K_t, 2) target-scheme points."""
+        if self.lin_w is None:
+            raise AdapterError("this adapter is not fitted")
+        src = np.asarray(source_points, float)
+        single = src.ndim == 2
+        src = check_shapes(src[None] if single else src, self.source.num_points, f"source ({self.source.name})",
+                           deep=False)
+        out = np.empty((len(src), self.target.num_points, 2))
+        # Chunks that stay in cache are several times faster than one pass over millions.
+        for i in range(0, len(src), PREDICT_CHUNK):
+            x, tf = self._features(src[i:i + PREDICT_CHUNK])
+            y = self._linear(x)
+            if self.mlp_state is not None:
+                y = y + _run_net(self.net, x, self._device)
+            out[i:i + PREDICT_CHUNK] = tf.inverse().apply((y + self.y_mean).reshape(len(x), -1, 2))
+        return out[0] if single else out
+
+    def mean_shape_baseline(self, source_points: np.ndarray) -> np.ndarray:
+        """The target mean shape placed by each face's source similarity: the Procrustes baseline."""
+        src = check_shapes(np.asarray(source_points, float), self.source.num_points, "source")
+        tf = procrustes(src, self.mean_source)
+        return tf.inverse().apply(np.broadcast_to(self.mean_target, (len(src),) + self.mean_target.shape))
+
+    @property
+    def net(self):
+        if self._net is None and self.mlp_state is not None:
+            import torch
+
+            net = _mlp(2 * self.source.num_points, 2 * self.target.num_points, self.hidden, self.mlp_inputs)
+            net.load_state_dict({k: torch.from_numpy(v) for k, v in self.mlp_state.items()})
+            self._net = net.eval()
+            self._device = "cpu"
+        return self._net
+
+    def to(self, device: str) -> LabelAdapter:
+        self._device = resolve_device(device)
+        if self.net is not None:
+            self._net = self._net.to(self._device)
+        return self
+
+    # ---- files ---------------------------------------------------------------------
+    def save(self, path: str | Path, overwrite: bool = False) -> None:
+        """One zip file: meta.json (schemes, mean shapes, sizes, val NME, version) + weights.npz."""
+        if self.lin_w is None:
+            raise AdapterError("this adapter is not fitted")
+        arrays = {"mean_source": self.mean_source, "mean_target": self.mean_target, "x_mean": self.x_mean,
+                  "y_mean": self.y_mean, "lin_w": self.lin_w, "lin_b": self.lin_b}
+        for k, v in (self.mlp_state or {}).items():
+            arrays[f"mlp.{k}"] = v
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        meta = dict(self.meta, hidden=list(self.hidden), mlp_inputs=self.mlp_inputs, head=self.head,
+                    mean_source=self.mean_source.tolist(), mean_target=self.mean_target.tolist())
+        with atomic_open(path, "wb", overwrite=overwrite) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("meta.json", json.dumps(meta, indent=1))
+            z.writestr("weights.npz", buf.getvalue())
+
+    @classmethod
+    def load(cls, path: str | Path, source: str | None = None, target: str | None = None) -> LabelAdapter:
+        """Read a ``.gka`` file; ``source`` / ``target``, when given, must match its schemes."""
+        p = Path(path)
+        try:
+            with zipfile.ZipFile(p) as z:
+                meta = json.loads(z.read("meta.json"))
+                arrays = dict(np.load(io.BytesIO(z.read("weights.npz"))))
+        except FileNotFoundError:
+            raise
+        except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+            raise AdapterError(f"{p}: not a gapkit adapter file ({exc})") from None
+        if meta.get("kind") != FILE_KIND or meta.get("file_version") != FILE_VERSION:
+            raise AdapterError(f"{p}: not a gapkit adapter file of version {FILE_VERSION}")
+        for want, key in ((source, "source_scheme"), (target, "target_scheme")):
+            if want is not None and want != meta[key]:
+                raise AdapterError(f"{p}: adapter expects {key.split('_')[0]} scheme {meta[key]!r}, "
+                                   f"but the data is {want!r}")
+        self = cls(meta["source_scheme"], meta["target_scheme"], meta["normaliser"])
+        for k in ("mean_source", "mean_target", "x_mean", "y_mean", "lin_w", "lin_b"):
+            setattr(self, k, arrays[k])
+        mlp = {k[4:]: v for k, v in arrays.items() if k.startswith("mlp.")}
+        self.mlp_state = mlp or None
+        self.hidden = tuple(meta.get("hidden", ()))
+        self.mlp_inputs = int(meta.get("mlp_inputs", 0))
+        self.head = meta["head"]
+        self.meta = {k: v for k, v in meta.items() if k not in ("mean_source", "mean_target")}
+        if self.lin_w.shape != (2 * self.source.num_points, 2 * self.target.num_points):
+            raise AdapterError(f"{p}: weights do not fit schemes {self.source.name} -> {self.target.name}")
+        return self
+
+
+def _inverse(tf, idx: np.ndarray, aligned: np.ndarray) -> np.ndarray:
+    from gapkit.align import Similarity
+
+    sub = Similarity(tf.scale[idx], tf.rotation[idx], tf.translation[idx])
+    return sub.inverse().apply(aligned)
+
+
+def _ridge(x: np.ndarray, y: np.ndarray, alphas: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray, float]:
+    """Closed-form ridge (alpha by generalised cross-validation); NaN targets imputed by the column mean."""
+    from sklearn.linear_model import RidgeCV
+
+    y = np.where(np.isnan(y), np.nanmean(y, axis=0), y)
+    y = np.nan_to_num(y)
+    model = RidgeCV(alphas=alphas, fit_intercept=True).fit(x, y)
+    return model.coef_.T.copy(), model.intercept_.copy(), float(model.alpha_)
+
+
+def _run_net(net, x: np.ndarray, device: str, chunk: int = 65536) -> np.ndarray:
+    import torch
+
+    out = np.empty((len(x), net[-2].out_features))
+    with torch.inference_mode():
+        for i in range(0, len(x), chunk):
+            xb = torch.from_numpy(x[i:i + chunk].astype(np.float32)).to(device)
+            out[i:i + chunk] = net(xb).float().cpu().numpy()
+    return out
+
+
+def _train_mlp(x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, linear, cfg: FitConfig,
+               progress, device: str):
+    """Residual MLP on top of ``linear``; AdamW, early stopping on the validation pairs. Returns
+    (net at its best validation epoch, epochs run)."""
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    resid = y - linear(x)
+    mask = ~np.isnan(resid)
+    resid = np.nan_to_num(resid)
+    t = {k: torch.from_numpy(v.astype(np.float32)).to(device) for k, v in
+         (("x", x), ("r", resid), ("m", mask.astype(np.float32)))}
+    tr = torch.from_numpy(train_idx).to(device)
+    va = torch.from_numpy(val_idx).to(device)
+    proj = _whitening(x[train_idx])
+    net = _mlp(x.shape[1], y.shape[1], cfg.hidden, proj.shape[1])
+    with torch.no_grad():
+        net[0].weight.copy_(torch.from_numpy(proj.T))
+        net[-1].scale.fill_(float(np.sqrt((resid[train_idx] ** 2).mean())) or 1.0)
+    net = net.to(device)
+    opt = torch.optim.AdamW([q for q in net.parameters() if q.requires_grad], lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)
+
+    def loss_on(idx):
+        pred = net(t["x"][idx])
+        err = (pred - t["r"][idx]) * t["m"][idx]
+        # Point distance in the aligned frame, the quantity NME measures.
+        d = torch.sqrt((err.view(len(idx), -1, 2) ** 2).sum(-1) + 1e-12)
+        return d.mean()
+
+    best = (np.inf, None, 0)
+    if len(va):
+        with torch.no_grad():
+            best = (float(loss_on(va)), {k: v.clone() for k, v in net.state_dict().items()}, 0)
+    # At least ~16 steps an epoch, so that patience (in epochs) means something on small data.
+    bs = max(1, min(cfg.batch_size, max(32, len(tr) // 16), len(tr)))
+    steps_per_epoch = max(1, len(tr) // bs)
+    epochs = max(1, min(cfg.epochs, -(-cfg.max_steps // steps_per_epoch)))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
+    epoch = 0
+    for epoch in range(1, epochs + 1):
+        net.train()
+        perm = tr[torch.randperm(len(tr), generator=gen).to(device)]
+        for i in range(0, steps_per_epoch * bs, bs):
+            opt.zero_grad(set_to_none=True)
+            loss_on(perm[i:i + bs]).backward()
+            opt.step()
+            sched.step()
+        if progress:
+            progress(epoch, epochs)
+        if len(va):
+            net.eval()
+            with torch.no_grad():
+                v = float(loss_on(va))
+            if v < best[0] - 1e-7:
+                best = (v, {k: w.clone() for k, w in net.state_dict().items()}, epoch)
+            elif epoch - best[2] >= cfg.patience:
+                break
+    if best[1] is not None:
+        net.load_state_dict(best[1])
+    return net.eval(), epoch
+
+
+@dataclass
+class Pairs:
+    """Records of the same faces in two schemes, matched by id."""
+
+    ids: list[str]
+    source: np.ndarray  # (N, K_s, 2)
+    target: np.ndarray  # (N, K_t, 2)
+    source_scheme: str
+    target_scheme: str
+    only_source: list[str]
+    only_target: list[str]
+
+    def subset(self, n: int, seed: int = 0) -> Pairs:
+        """A seeded random ``n`` of the pairs (all of them when there are fewer)."""
+        if n < 1:
+            raise AdapterError(f"--max-pairs must be at least 1, got {n}")
+        keep = np.sort(np.random.default_rng(seed).permutation(len(self.ids))[:n])
+        return Pairs([self.ids[i] for i in keep], self.source[keep], self.target[keep], self.source_scheme,
+                     self.target_scheme, self.only_source, self.only_target)
+
+
+def one_scheme(records: list, side: str) -> str:
+    schemes = sorted({r.scheme for r in records})
+    if len(schemes) != 1:
+        raise AdapterError(f"{side} records mix schemes ({', '.join(schemes) or 'none'}); "
+                           "convert them to one scheme first")
+    return schemes[0]
+
+
+def pair_records(source: list, target: list) -> Pairs:
+    """Match FaceRecords by id. Ids on one side only are returned, not dropped silently."""
+    s_scheme, t_scheme = one_scheme(source, "source"), one_scheme(target, "target")
+    by_id = {r.id: r for r in target}
+    src_ids = {r.id for r in source}
+    common = [r for r in source if r.id in by_id]
+    if not common:
+        raise AdapterError(f"no face id is in both the source ({len(source)} records) and the target "
+                           f"({len(target)} records); pairs are matched by id")
+    return Pairs(ids=[r.id for r in common], source=np.stack([r.points for r in common]),
+                 target=np.stack([by_id[r.id].points for r in common]), source_scheme=s_scheme,
+                 target_scheme=t_scheme, only_source=sorted(src_ids - by_id.keys()),
+                 only_target=sorted(by_id.keys() - src_ids))
+
+
+def evaluate(adapter: LabelAdapter, pairs: Pairs, threshold: float = 0.08) -> list[dict]:
+    """NME / FR / AUC in the target scheme for the deterministic mapping (when one exists), the
+    mean-shape Procrustes baseline and the adapter."""
+    from gapkit.errors import NoMappingError
+    from gapkit.metrics import summary
+    from gapkit.schemes import find_mapper
+
+    tgt = adapter.target
+    rows = []
+    try:
+        mapper = find_mapper(pairs.source_scheme, pairs.target_scheme)
+        rows.append(dict(method=f"mapping {mapper.name}",
+                         **summary(mapper(pairs.source), pairs.target, tgt, adapter.normaliser, threshold=threshold)))
+    except NoMappingError:
+        pass
+    rows.append(dict(method="mean-shape Procrustes", **summary(adapter.mean_shape_baseline(pairs.source), pairs.target,
+                                                               tgt, adapter.normaliser, threshold=threshold)))
+    rows.append(dict(method=f"adapter ({adapter.head})",
+                     **summary(adapter.predict(pairs.source), pairs.target, tgt, adapter.normaliser,
+                               threshold=threshold)))
+    return rows
