@@ -26,6 +26,7 @@ def atomic_open(path: str | Path, mode: str = "w", overwrite: bool = False) -> I
     p = check_output(path, overwrite)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; outputs get the usual mode
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8", newline=None if "b" in mode else "") as f:
             yield f
@@ -33,6 +34,12 @@ def atomic_open(path: str | Path, mode: str = "w", overwrite: bool = False) -> I
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str, overwrite: bool = False) -> None:
