@@ -18,12 +18,11 @@ setup: $(VENV)/.installed
 
 # The main job until the simulator lands: validate and convert the bundled fixtures.
 demo: setup
-	$(VENV)/bin/gapkit schemes
-	$(VENV)/bin/gapkit validate fixtures/300w --from 300w
-	$(VENV)/bin/gapkit convert fixtures/facesynthetics runs/demo/facesynthetics_as_ibug68.jsonl \
+	$(VENV)/bin/gapkit sim runs/demo/synthetic --domain synthetic --n 1000 --preview runs/demo/sheet.png --overwrite
+	$(VENV)/bin/gapkit sim runs/demo/real --domain real --n 1000 --overwrite
+	$(VENV)/bin/gapkit validate runs/demo/real --from 300w
+	$(VENV)/bin/gapkit convert runs/demo/synthetic runs/demo/synthetic_as_ibug68.jsonl \
 		--from facesynthetics --scheme ibug68 --overwrite
-	$(VENV)/bin/gapkit convert fixtures/datagen runs/demo/datagen_pts --from datagen --to 300w \
-		--scheme ibug68 --overwrite
 	@echo "demo outputs in runs/demo/"
 
 lint: setup
