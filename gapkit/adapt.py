@@ -24,6 +24,7 @@ import numpy as np
 
 from gapkit import __version__
 from gapkit.align import generalised_procrustes, procrustes
+from gapkit.devices import resolve_device as _resolve
 from gapkit.errors import GapkitError
 from gapkit.files import atomic_open
 from gapkit.schemes import get_scheme
@@ -69,15 +70,10 @@ class FitReport:
 
 
 def resolve_device(device: str = "auto") -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise AdapterError("--device cuda asked for, but torch sees no CUDA device")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise AdapterError(f"unknown device {device!r}; use auto, cpu or cuda")
-    return device
+    try:
+        return _resolve(device)
+    except GapkitError as exc:
+        raise AdapterError(str(exc)) from None
 
 
 def check_shapes(points: np.ndarray, k: int, what: str, ids: list[str] | None = None,
