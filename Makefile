@@ -18,12 +18,9 @@ setup: $(VENV)/.installed
 
 # The main job until the simulator lands: validate and convert the bundled fixtures.
 demo: setup
-	$(VENV)/bin/gapkit sim runs/demo/synthetic --domain synthetic --n 1000 --preview runs/demo/sheet.png --overwrite
-	$(VENV)/bin/gapkit sim runs/demo/real --domain real --n 1000 --overwrite
-	$(VENV)/bin/gapkit validate runs/demo/real --from 300w
-	$(VENV)/bin/gapkit convert runs/demo/synthetic runs/demo/synthetic_as_ibug68.jsonl \
-		--from facesynthetics --scheme ibug68 --overwrite
-	@echo "demo outputs in runs/demo/"
+	$(VENV)/bin/gapkit benchmark
+	$(VENV)/bin/gapkit sim runs/demo/synthetic --n 16 --preview runs/demo/sheet.png --overwrite
+	@echo "benchmark report: runs/default-sim/report.md; contact sheet: runs/demo/sheet.png"
 
 lint: setup
 	$(VENV)/bin/ruff check .

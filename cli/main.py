@@ -148,6 +148,50 @@ def sim(
 
 
 @app.command()
+def benchmark(
+    config: Annotated[Path | None, typer.Option(help="bench.toml for your data [default: the built-in simulator]")] = None,
+    name: Annotated[str | None, typer.Option(help="run name: results go to OUT/NAME")] = None,
+    out: Annotated[Path, typer.Option(help="folder for runs")] = Path("runs"),
+    quick: Annotated[bool, typer.Option(help="a smoke-sized grid")] = False,
+    fresh: Annotated[bool, typer.Option(help="discard finished cells instead of resuming")] = False,
+) -> None:
+    """Train one detector five ways over an N_real sweep and report NME, CED and real-image equivalence."""
+    import os
+    import shutil
+
+    from gapkit.bench import BenchConfig, default_config, run
+
+    with job_errors():
+        if config is not None:
+            cfg = BenchConfig.from_toml(config)
+            if quick:
+                cfg.grid.n_real, cfg.grid.seeds, cfg.grid.alphas = cfg.grid.n_real[:2], cfg.grid.seeds[:1], [0.5]
+                cfg.train.steps = min(cfg.train.steps, 30)
+        run_name = name or (cfg.name if config is not None else "default-sim" + ("-quick" if quick else ""))
+        folder = out / run_name
+        if fresh and folder.exists():
+            shutil.rmtree(folder / "cells", ignore_errors=True)
+            shutil.rmtree(folder / "models", ignore_errors=True)
+        if config is None:
+            with progress_bar("simulating the default data") as bar:
+                task = bar.add_task("", total=None)
+                cfg = default_config(out / "default-sim-data" / ("quick" if quick else "full"), quick=quick,
+                                     workers=os.cpu_count() or 1, progress=lambda s, k: bar.advance(task, k))
+        done = len(list((folder / "cells").glob("*.json"))) if (folder / "cells").is_dir() else 0
+        if done:
+            console.print(f"resuming {folder}: {done} cells already finished")
+        with progress_bar("training") as bar:
+            task = bar.add_task("", total=cfg.train.steps)
+
+            def step(key: str, s: int, n: int) -> None:
+                bar.update(task, completed=s, total=n, description=key)
+
+            paths = run(cfg, folder, log=lambda m: console.print(m, highlight=False), progress=step)
+    console.print((folder / "report.md").read_text(), highlight=False)
+    console.print("[green]wrote[/green] " + ", ".join(str(p) for p in paths))
+
+
+@app.command()
 def schemes(name: Annotated[str | None, typer.Argument(help="show one scheme in full")] = None) -> None:
     """List landmark schemes and the deterministic mappings between them."""
     from gapkit.schemes import get_scheme, mappings, scheme_names

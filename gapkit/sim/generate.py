@@ -159,7 +159,7 @@ def generate(out: str | Path, cfg: SimConfig, workers: int = 1, overwrite: bool 
         raise GapkitError(f"{out} exists and is not a folder")
     check_output(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent)).resolve()
     os.chmod(tmp, 0o777 & ~current_umask())
     try:
         indices = list(range(cfg.start, cfg.start + cfg.n))

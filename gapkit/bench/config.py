@@ -1,0 +1,115 @@
+"""Benchmark configuration: data sets, the grid and the training budget, from TOML.
+
+```toml
+name = "bench-300w-subset"
+target_scheme = "ibug68"
+
+[real_train]            # the pool the N_real images are drawn from
+path = "../shared/data/300w"
+format = "300w"
+splits = ["train"]
+
+[real_test]             # used only for the final numbers
+path = "../shared/data/300w"
+format = "300w"
+splits = ["common"]
+
+[[synthetic]]           # one or more synthetic sets, mapped to target_scheme
+path = "../shared/data/facesynthetics"
+format = "facesynthetics"
+
+[grid]
+n_real = [10, 25, 50, 100, "all"]
+seeds = [0, 1, 2]
+alphas = [0.25, 0.5, 0.75]
+strategies = ["real_only", "label_adapt", "data_adapt", "mix", "finetune"]
+
+[train]
+steps = 400
+size = 128
+```
+Relative paths are relative to the TOML file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import tomllib
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from gapkit.errors import GapkitError
+
+STRATEGIES = ("real_only", "label_adapt", "data_adapt", "mix", "finetune")
+
+
+class DataSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: Path
+    format: str | None = None
+    splits: list[str] | None = None
+    options: dict = Field(default_factory=dict)
+
+
+class Grid(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    n_real: list[int | Literal["all"]] = [10, 25, 50, 100, 250, "all"]
+    seeds: list[int] = [0, 1, 2]
+    alphas: list[float] = [0.25, 0.5, 0.75]
+    strategies: list[str] = list(STRATEGIES)
+
+    @field_validator("strategies")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        bad = sorted(set(v) - set(STRATEGIES))
+        if bad:
+            raise ValueError(f"unknown strategies {bad}; use {', '.join(STRATEGIES)}")
+        return v
+
+    @field_validator("alphas")
+    @classmethod
+    def _shares(cls, v: list[float]) -> list[float]:
+        if any(not 0 < a < 1 for a in v):
+            raise ValueError("alphas are synthetic shares of a batch, strictly between 0 and 1")
+        return v
+
+
+class TrainSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    steps: int = 400
+    finetune_steps: int | None = None  # default: steps // 2
+    batch_size: int = 32
+    size: int = 128
+    width: int = 32
+    lr: float = 4e-3
+    device: str = "auto"
+    margin: float = 1.3
+
+
+class BenchConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = "bench"
+    target_scheme: str = "ibug68"
+    real_train: DataSet
+    real_test: DataSet
+    synthetic: list[DataSet]
+    grid: Grid = Field(default_factory=Grid)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> BenchConfig:
+        p = Path(path)
+        try:
+            raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise GapkitError(f"{p}: not valid TOML: {exc}") from None
+        try:
+            cfg = cls.model_validate(raw)
+        except ValueError as exc:
+            raise GapkitError(f"{p}: {exc}") from None
+        base = p.resolve().parent
+        for ds in [cfg.real_train, cfg.real_test, *cfg.synthetic]:
+            if not ds.path.is_absolute():
+                ds.path = (base / ds.path).resolve()
+        return cfg

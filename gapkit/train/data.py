@@ -1,0 +1,209 @@
+"""Face crops in memory, augmentation, and the samplers the strategies need.
+
+One crop policy for training and testing alike: a square box around the face's landmark box
+(or its given bbox), ``margin`` times its larger side, resized to ``size`` x ``size``. Crops
+are decoded once and kept as uint8 (a 128 px crop is 48 KB), so an epoch costs augmentation
+only. Points stay 0-based pixel (x, y); in a crop they are in crop pixels, and
+:meth:`FaceCrops.to_image` maps predictions back.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from gapkit.errors import GapkitError
+from gapkit.records import FaceRecord
+from gapkit.schemes import get_scheme
+
+
+@dataclass
+class Augment:
+    """Geometric and photometric augmentation; ``none()`` for evaluation."""
+
+    scale: float = 0.12       # +- relative zoom
+    rotate: float = 18.0      # +- degrees
+    shift: float = 0.06       # +- fraction of the crop
+    flip: float = 0.5         # probability
+    blur: float = 0.3         # probability of a Gaussian blur
+    noise: float = 0.3        # probability of sensor noise
+    jpeg: float = 0.3         # probability of JPEG re-encoding
+    colour: float = 0.2       # +- brightness / contrast / per-channel gain
+    grey: float = 0.1         # probability of grayscale
+    gamma: float = 0.25       # +- log-gamma
+
+    @classmethod
+    def none(cls) -> Augment:
+        return cls(0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+
+
+def crop_matrix(box: tuple[float, float, float, float], size: int, margin: float) -> np.ndarray:
+    """2x3 affine: image pixels -> crop pixels for a square crop around ``box`` (x, y, w, h)."""
+    x, y, w, h = box
+    side = margin * max(w, h)
+    s = size / side
+    cx, cy = x + w / 2, y + h / 2
+    # Pixel centres: image coordinate cx maps to the crop's centre (size - 1) / 2.
+    return np.array([[s, 0, (size - 1) / 2 - s * cx], [0, s, (size - 1) / 2 - s * cy]])
+
+
+def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    return pts @ m[:, :2].T + m[:, 2]
+
+
+def _invert(m: np.ndarray) -> np.ndarray:
+    return cv2.invertAffineTransform(m)
+
+
+class FaceCrops:
+    """Decoded crops of a list of records in one scheme: ``images`` (N, S, S, 3) uint8 BGR,
+    ``points`` (N, K, 2) crop pixels (NaN = missing), ``matrices`` (N, 2, 3) image -> crop."""
+
+    def __init__(self, records: Sequence[FaceRecord], size: int = 128, margin: float = 1.3,
+                 points: np.ndarray | None = None):
+        if not records:
+            raise GapkitError("no face records to crop")
+        schemes = {r.scheme for r in records}
+        if len(schemes) != 1:
+            raise GapkitError(f"records mix schemes: {sorted(schemes)}")
+        self.scheme = get_scheme(schemes.pop())
+        self.ids = [r.id for r in records]
+        self.size = size
+        self.images = np.empty((len(records), size, size, 3), np.uint8)
+        self.matrices = np.empty((len(records), 2, 3))
+        labels = np.stack([r.points for r in records]) if points is None else np.asarray(points, float)
+        self.points = np.empty_like(labels)
+        for i, r in enumerate(records):
+            img = cv2.imread(r.image, cv2.IMREAD_COLOR)
+            if img is None:
+                raise GapkitError(f"{r.image}: missing or unreadable image (record {r.id})")
+            box = r.bbox or r.landmark_box()
+            m = crop_matrix(box, size, margin)
+            self.matrices[i] = m
+            self.images[i] = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_AREA if m[0, 0] < 1 else cv2.INTER_LINEAR,
+                                            borderMode=cv2.BORDER_REPLICATE)
+            self.points[i] = _apply(m, labels[i])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def to_image(self, index: np.ndarray | Sequence[int], crop_points: np.ndarray) -> np.ndarray:
+        """Crop-pixel predictions (n, K, 2) of crops ``index`` -> original image pixels."""
+        out = np.empty_like(crop_points)
+        for j, i in enumerate(np.asarray(index)):
+            out[j] = _apply(_invert(self.matrices[i]), crop_points[j])
+        return out
+
+    def with_points(self, image_points: np.ndarray) -> FaceCrops:
+        """The same crops with other labels (image pixels, (N, K', 2)), e.g. adapted ones."""
+        new = object.__new__(FaceCrops)
+        new.__dict__.update(self.__dict__)
+        image_points = np.asarray(image_points, float)
+        new.points = np.stack([_apply(self.matrices[i], image_points[i]) for i in range(len(self))])
+        if image_points.shape[1] != self.scheme.num_points:
+            raise GapkitError("with_points keeps the scheme; map the labels first")
+        return new
+
+    def subset(self, index: Sequence[int]) -> FaceCrops:
+        idx = np.asarray(index, int)
+        new = object.__new__(FaceCrops)
+        new.__dict__.update(self.__dict__)
+        new.ids = [self.ids[i] for i in idx]
+        new.images, new.points, new.matrices = self.images[idx], self.points[idx], self.matrices[idx]
+        return new
+
+
+def augment(img: np.ndarray, pts: np.ndarray, aug: Augment, flip_perm: np.ndarray,
+            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One augmented copy of a crop and its points (K, 2). Points that leave the crop stay,
+    with coordinates outside [0, size); they are never dropped."""
+    size = img.shape[0]
+    c = (size - 1) / 2
+    s = 1 + rng.uniform(-aug.scale, aug.scale)
+    a = math.radians(rng.uniform(-aug.rotate, aug.rotate))
+    t = rng.uniform(-aug.shift, aug.shift, 2) * size
+    m = cv2.getRotationMatrix2D((c, c), math.degrees(a), s)
+    m[:, 2] += t
+    flip = rng.random() < aug.flip
+    if flip:  # mirror about the crop centre, then relabel left <-> right
+        m = np.array([[-1, 0, 2 * c], [0, 1, 0]]) @ np.vstack([m, [0, 0, 1]])
+    if np.any(m != np.array([[1, 0, 0], [0, 1, 0]])):
+        img = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        pts = _apply(m, pts)
+    if flip:
+        pts = pts[flip_perm]
+    if aug.grey and rng.random() < aug.grey:
+        img = cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    if aug.colour or aug.gamma:
+        # Gain, bias, contrast and gamma folded into one lookup table per channel.
+        v = np.arange(256, dtype=np.float32)
+        gain = rng.uniform(1 - aug.colour, 1 + aug.colour, 3) if aug.colour else np.ones(3)
+        bias = rng.uniform(-aug.colour, aug.colour) * 60 if aug.colour else 0.0
+        contrast = rng.uniform(1 - aug.colour, 1 + aug.colour) if aug.colour else 1.0
+        gamma = math.exp(rng.uniform(-aug.gamma, aug.gamma)) if aug.gamma else 1.0
+        lut = np.stack([np.clip(255 * (np.clip((v * g + bias - 128) * contrast + 128, 0, 255) / 255) ** gamma, 0, 255)
+                        for g in gain], -1).astype(np.uint8)
+        img = cv2.LUT(img, lut[None])
+    if aug.blur and rng.random() < aug.blur:
+        img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.4, 1.5))
+    if aug.noise and rng.random() < aug.noise:
+        noise = np.empty(img.shape, np.int16)
+        sd = float(rng.uniform(2, 10))
+        cv2.setRNGSeed(int(rng.integers(2**31)))
+        cv2.randn(noise, (0, 0, 0), (sd, sd, sd))
+        img = cv2.add(img, noise, dtype=cv2.CV_8U)
+    if aug.jpeg and rng.random() < aug.jpeg:
+        img = cv2.imdecode(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(20, 80))])[1],
+                           cv2.IMREAD_COLOR)
+    return img, pts
+
+
+def to_tensor_batch(images: np.ndarray):
+    """(B, S, S, 3) uint8 BGR -> (B, 3, S, S) float32 in [-1, 1]."""
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(images[..., ::-1])).permute(0, 3, 1, 2).float()
+    return t.div_(127.5).sub_(1.0)
+
+
+@dataclass
+class Source:
+    """Crops to draw from, and the share of each batch they fill (the strategies' data mix)."""
+
+    crops: FaceCrops
+    share: float = 1.0
+
+
+def batches(sources: Sequence[Source], batch_size: int, steps: int, aug: Augment, seed: int,
+            rank: int = 0, world: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``steps`` augmented batches: (B, S, S, 3) uint8 images and (B, K, 2) points.
+
+    Each batch takes ``round(share * B)`` faces from each source (the last takes the rest),
+    drawn without replacement epoch by epoch per source. Under DDP each rank draws its own
+    stream (seeded by rank).
+    """
+    rng = np.random.default_rng([seed, rank, world])
+    counts = [int(round(s.share * batch_size)) for s in sources]
+    counts[-1] = batch_size - sum(counts[:-1])
+    if min(counts) < 0:
+        raise GapkitError("batch shares must add up to at most 1")
+    flips = [np.array(s.crops.scheme.flip) for s in sources]
+    orders: list[list[int]] = [[] for _ in sources]
+    size = sources[0].crops.size
+    k = sources[0].crops.points.shape[1]
+    for _ in range(steps):
+        imgs = np.empty((batch_size, size, size, 3), np.uint8)
+        pts = np.empty((batch_size, k, 2))
+        j = 0
+        for si, (src, n) in enumerate(zip(sources, counts, strict=True)):
+            for _ in range(n):
+                if not orders[si]:
+                    orders[si] = rng.permutation(len(src.crops)).tolist()
+                i = orders[si].pop()
+                imgs[j], pts[j] = augment(src.crops.images[i], src.crops.points[i], aug, flips[si], rng)
+                j += 1
+        yield imgs, pts

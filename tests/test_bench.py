@@ -1,0 +1,109 @@
+"""The benchmark's wiring, read from the provenance each result row records: which data and
+labels each strategy trained on, nested N_real subsets, no leakage, resume, and outputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gapkit.bench import BenchConfig, Runner, collect, load_data, write_outputs
+from gapkit.bench.config import DataSet, Grid, TrainSettings
+from gapkit.sim import SimConfig, generate
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("benchdata")
+    sets = {"synthetic": SimConfig(domain="synthetic", n=40, size=64, seed=1),
+            "real_train": SimConfig(domain="real", n=24, size=64, seed=1, split="train"),
+            "real_test": SimConfig(domain="real", n=12, size=64, seed=1, split="test", start=10_000)}
+    for name, sc in sets.items():
+        generate(root / name, sc, workers=1)
+    ds = {k: DataSet(path=root / k / "manifest.jsonl") for k in sets}
+    cfg = BenchConfig(name="tiny", real_train=ds["real_train"], real_test=ds["real_test"], synthetic=[ds["synthetic"]],
+                      grid=Grid(n_real=[6, 12], seeds=[0], alphas=[0.5]),
+                      train=TrainSettings(steps=4, batch_size=8, size=32, width=4))
+    out = root / "run"
+    data = load_data(cfg)
+    rows = Runner(cfg, out).run(data)
+    return cfg, data, out, rows
+
+
+def rows_of(rows, strategy, n=None):
+    return [r for r in rows if r["strategy"] == strategy and (n is None or r["n_real"] == n)]
+
+
+def test_every_strategy_and_cell_ran(tiny):
+    _, _, _, rows = tiny
+    assert {(r["strategy"], r["n_real"]) for r in rows} == {
+        (s, n) for s in ("real_only", "label_adapt", "data_adapt", "mix", "finetune") for n in (6, 12)}
+    assert all(0 < r["nme_pct"] and len(r["per_face_nme"]) == 12 for r in rows)
+
+
+@pytest.mark.parametrize("strategy, sets, labels", [
+    ("real_only", ["real_train"], ["real"]),
+    ("label_adapt", ["synthetic"], ["mapped"]),
+    ("data_adapt", ["synthetic"], ["adapted"]),
+    ("mix", ["real_train", "synthetic"], ["real", "adapted"]),
+    ("finetune", ["real_train"], ["real"]),
+])
+def test_each_strategy_trains_on_the_right_data_and_labels(tiny, strategy, sets, labels):
+    _, data, _, rows = tiny
+    for r in rows_of(rows, strategy):
+        assert [t["set"] for t in r["train"]] == sets
+        assert [t["labels"] for t in r["train"]] == labels
+        for t in r["train"]:
+            assert t["n"] == (r["n_real"] if t["set"] == "real_train" else len(data.synthetic))
+    if strategy == "mix":
+        assert all([t["share"] for t in r["train"]] == [0.5, 0.5] for r in rows_of(rows, "mix"))
+    if strategy == "finetune":
+        assert all(r["init"].startswith(f"data_adapt_n{r['n_real']}_s0") for r in rows_of(rows, "finetune"))
+    if strategy == "real_only":
+        assert all(r["init"] is None for r in rows_of(rows, strategy))
+
+
+def test_no_leakage_and_nested_subsets(tiny):
+    _, data, _, rows = tiny
+    test_ids = set(data.test.ids)
+    for r in rows:
+        assert len(r["real_ids"]) == r["n_real"] and not set(r["real_ids"]) & test_ids
+        if "adapter_train_ids" in r:
+            assert set(r["adapter_train_ids"]) <= set(r["real_ids"])
+    small, big = rows_of(rows, "real_only", 6)[0], rows_of(rows, "real_only", 12)[0]
+    assert set(small["real_ids"]) < set(big["real_ids"])
+    assert len({r["test_ids_sha"] for r in rows}) == 1
+
+
+def test_resume_recomputes_only_missing_cells(tiny):
+    cfg, data, out, rows = tiny
+    cells = sorted((out / "cells").glob("*.json"))
+    victim = out / "cells" / "mix_a0.5_n12_s0.json"
+    before = {p.name: p.stat().st_mtime_ns for p in cells if p != victim}
+    victim.unlink()
+    (out / "models" / "mix_a0.5_n12_s0.pt").unlink()
+    again = Runner(cfg, out).run(data)
+    assert victim.is_file() and len(again) == len(rows)
+    assert {p.name: p.stat().st_mtime_ns for p in cells if p != victim} == before
+
+
+def test_outputs_are_written(tiny):
+    _, _, out, rows = tiny
+    paths = write_outputs(collect(out), out, "tiny")
+    for name in ("report.md", "nme_vs_nreal.png", "ced.png", "equivalence.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0
+    assert {p.name for p in paths} >= {"report.md", "ced.png"}
+    report = (out / "report.md").read_text()
+    assert "| real_only |" in report and "## Findings" in report and "N=12" in report
+    assert len(json.loads((out / "results.json").read_text())) == len(rows)
+    assert (out / "results.csv").read_text().splitlines()[0].startswith("strategy,alpha,n_real,seed,nme_pct")
+
+
+def test_config_from_toml_resolves_paths_and_rejects_unknown_keys(tmp_path):
+    (tmp_path / "b.toml").write_text('name = "x"\n[real_train]\npath = "a"\n[real_test]\npath = "b"\n'
+                                     '[[synthetic]]\npath = "c"\n[grid]\nn_real = [10, "all"]\n')
+    cfg = BenchConfig.from_toml(tmp_path / "b.toml")
+    assert cfg.real_train.path == tmp_path / "a" and cfg.grid.n_real == [10, "all"]
+    (tmp_path / "bad.toml").write_text('[real_train]\npath = "a"\nbogus = 1\n')
+    with pytest.raises(Exception, match="bad.toml"):
+        BenchConfig.from_toml(tmp_path / "bad.toml")

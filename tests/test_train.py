@@ -1,0 +1,98 @@
+"""The trainer: flip-aware augmentation, learning (overfit 8 faces), checkpoint resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gapkit.convert import load_records
+from gapkit.metrics import nme
+from gapkit.schemes import get_scheme
+from gapkit.sim import SimConfig, generate
+from gapkit.train import Augment, FaceCrops, Source, TrainConfig, predict, train
+from gapkit.train.data import augment
+
+IBUG = get_scheme("ibug68")
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim") / "real"
+    generate(out, SimConfig(domain="real", n=16, size=96, seed=7), workers=1)
+    return load_records(out / "manifest.jsonl")[0]
+
+
+def only_flip() -> Augment:
+    a = Augment.none()
+    a.flip = 1.0
+    return a
+
+
+def test_flip_mirrors_points_and_swaps_left_and_right(faces):
+    crops = FaceCrops(faces[:1], size=64)
+    img, pts = crops.images[0], crops.points[0]
+    flip = np.array(IBUG.flip)
+    img2, pts2 = augment(img, pts, only_flip(), flip, np.random.default_rng(0))
+    np.testing.assert_array_equal(img2, img[:, ::-1])
+    # Point i of the flipped face is the mirror of its partner flip[i].
+    np.testing.assert_allclose(pts2[:, 0], 63 - pts[flip, 0], atol=1e-9)
+    np.testing.assert_allclose(pts2[:, 1], pts[flip, 1], atol=1e-9)
+    assert pts2[36, 0] < pts2[45, 0]  # the subject's right eye corner stays on the image left
+    img3, pts3 = augment(img2, pts2, only_flip(), flip, np.random.default_rng(0))
+    np.testing.assert_array_equal(img3, img)
+    np.testing.assert_allclose(pts3, pts, atol=1e-9)
+
+
+def test_geometric_augmentation_keeps_every_point(faces):
+    crops = FaceCrops(faces[:4], size=64)
+    aug = Augment(scale=0.5, rotate=45, shift=0.4, flip=0.5)
+    rng = np.random.default_rng(1)
+    outside = 0
+    for i in range(4):
+        for _ in range(10):
+            _, p = augment(crops.images[i], crops.points[i], aug, np.array(IBUG.flip), rng)
+            assert p.shape == (68, 2) and np.isfinite(p).all()
+            outside += int(((p < 0) | (p > 63)).any())
+    assert outside > 0  # some left the crop, and were kept
+
+
+def test_crops_map_back_to_image_pixels(faces):
+    crops = FaceCrops(faces[:3], size=64)
+    back = crops.to_image(np.arange(3), crops.points)
+    np.testing.assert_allclose(back, np.stack([r.points for r in faces[:3]]), atol=1e-9)
+
+
+def test_a_tiny_run_overfits_eight_faces(faces):
+    crops = FaceCrops(faces[:8], size=64)
+    gt = np.stack([r.points for r in faces[:8]])
+    cfg = TrainConfig(steps=160, batch_size=8, width=8, lr=5e-3, augment=Augment.none(), warmup=5)
+    before = 100 * nme(predict(train([Source(crops)], TrainConfig(steps=1, batch_size=8, width=8)), crops), gt,
+                       IBUG).mean()
+    after = 100 * nme(predict(train([Source(crops)], cfg), crops), gt, IBUG).mean()
+    assert after < 6.0 and after < before / 4, (before, after)
+
+
+def test_resume_from_a_checkpoint_gives_the_same_model(faces, tmp_path):
+    import torch
+
+    crops = FaceCrops(faces[:8], size=48)
+    cfg = TrainConfig(steps=10, batch_size=4, width=4, checkpoint_every=5, seed=3)
+    whole = train([Source(crops)], cfg)
+
+    def stop_after_six(step, total, loss):
+        if step == 6:
+            raise KeyboardInterrupt
+
+    ckpt = tmp_path / "run.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        train([Source(crops)], cfg, checkpoint=ckpt, progress=stop_after_six)
+    assert torch.load(ckpt, weights_only=False)["step"] == 5
+    resumed = train([Source(crops)], cfg, checkpoint=ckpt)
+    for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=k)
+
+
+def test_unreadable_image_is_named(faces, tmp_path):
+    bad = faces[0].model_copy(update={"image": str(tmp_path / "gone.jpg")})
+    with pytest.raises(Exception, match="gone.jpg: missing or unreadable image"):
+        FaceCrops([bad], size=32)
