@@ -167,7 +167,7 @@ def benchmark(
             if quick:
                 cfg.grid.n_real, cfg.grid.seeds, cfg.grid.alphas = cfg.grid.n_real[:2], cfg.grid.seeds[:1], [0.5]
                 cfg.train.steps = min(cfg.train.steps, 30)
-        run_name = name or (cfg.name if config is not None else "default-sim" + ("-quick" if quick else ""))
+        run_name = name or ((cfg.name if config is not None else "default-sim") + ("-quick" if quick else ""))
         folder = out / run_name
         if fresh and folder.exists():
             shutil.rmtree(folder / "cells", ignore_errors=True)

@@ -87,6 +87,14 @@ def test_resume_recomputes_only_missing_cells(tiny):
     assert {p.name: p.stat().st_mtime_ns for p in cells if p != victim} == before
 
 
+def test_a_changed_configuration_does_not_reuse_cells(tiny):
+    cfg, _, out, _ = tiny
+    other = cfg.model_copy(deep=True)
+    other.train.steps += 1
+    with pytest.raises(Exception, match="holds cells of another configuration"):
+        Runner(other, out)
+
+
 def test_outputs_are_written(tiny):
     _, _, out, rows = tiny
     paths = write_outputs(collect(out), out, "tiny")

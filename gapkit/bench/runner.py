@@ -98,9 +98,15 @@ class Runner:
     def __init__(self, cfg: BenchConfig, out: Path, log: Log = lambda s: None,
                  progress: Callable[[str, int, int], None] | None = None):
         self.cfg, self.out, self.log, self.progress = cfg, Path(out), log, progress
+        saved = self.out / "config.json"
+        now = cfg.model_dump_json(indent=1)
+        # Finished cells are only reused by the configuration that made them.
+        if saved.is_file() and saved.read_text() != now and any((self.out / "cells").glob("*.json")):
+            raise GapkitError(f"{self.out} holds cells of another configuration (see its config.json); "
+                              "use another --name, or --fresh to discard them")
         (self.out / "cells").mkdir(parents=True, exist_ok=True)
         (self.out / "models").mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.out / "config.json", cfg.model_dump_json(indent=1), overwrite=True)
+        atomic_write_text(saved, now, overwrite=True)
 
     # ---- bookkeeping ----------------------------------------------------------------
     def _cell_path(self, strategy: str, n: int, seed: int, alpha: float | None) -> Path:
