@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.table import Table
 
@@ -113,8 +114,6 @@ def apply(
         if not recs:
             raise ValueError(f"{src}: no usable records")
         adapter = LabelAdapter.load(adapter_file, source=one_scheme(recs, "input")).to(device)
-        import numpy as np
-
         pred = adapter.predict(np.stack([r.points for r in recs]))
         name = adapter_file.name
         out_recs = [r.model_copy(update={"scheme": adapter.target.name, "points": p, "visible": None,

@@ -103,7 +103,7 @@ def check_shapes(points: np.ndarray, k: int, what: str, ids: list[str] | None = 
 
 
 def _mlp(d_in: int, d_out: int, hidden: tuple[int, ...], n_inputs: int):
-    """Frozen whitening (d_in -> n_inputs) -> trainable MLP -> frozen output scale."""
+    """Frozen input projection (d_in -> n_inputs) -> trainable MLP -> frozen output scale."""
     import torch
     from torch import nn
 
@@ -115,9 +115,9 @@ def _mlp(d_in: int, d_out: int, hidden: tuple[int, ...], n_inputs: int):
         def forward(self, x):
             return x * self.scale
 
-    whiten = nn.Linear(d_in, n_inputs, bias=False)
-    whiten.weight.requires_grad_(False)
-    layers: list[nn.Module] = [whiten]
+    project = nn.Linear(d_in, n_inputs, bias=False)
+    project.weight.requires_grad_(False)
+    layers: list[nn.Module] = [project]
     width = n_inputs
     for h in hidden:
         layers += [nn.Linear(width, h), nn.GELU()]
@@ -131,7 +131,7 @@ def _mlp(d_in: int, d_out: int, hidden: tuple[int, ...], n_inputs: int):
     return nn.Sequential(*layers).to(torch.float32)
 
 
-def _whitening(x: np.ndarray, max_components: int = 128, keep: float = 0.999) -> np.ndarray:
+def _input_projection(x: np.ndarray, max_components: int = 128, keep: float = 0.999) -> np.ndarray:
     """(d_in, n) projection of centred features onto their main principal directions, scaled
     so that the first has unit variance. Aligned shapes vary by a few percent of their size;
     O(1) inputs train far faster. The relative scale of the directions is kept: whitening
@@ -165,13 +165,19 @@ class LabelAdapter:
         self._device = "cpu"
 
     # ---- frames -------------------------------------------------------------------
-    def _features(self, src: np.ndarray):
-        """Aligned, mean-filled source features (N, 2K_s) and the similarity used."""
+    def _aligned(self, src: np.ndarray):
+        """Source shapes moved onto the source mean shape, missing points filled from it
+        (N, 2K_s), and the similarity used."""
         tf = procrustes(src, self.mean_source)
         aligned = tf.apply(src)
         if np.isnan(aligned).any():
             aligned = np.where(np.isnan(aligned), self.mean_source[None], aligned)
-        return aligned.reshape(len(src), -1) - self.x_mean, tf
+        return aligned.reshape(len(src), -1), tf
+
+    def _features(self, src: np.ndarray):
+        """Centred aligned source features (N, 2K_s) and the similarity used."""
+        x, tf = self._aligned(src)
+        return x - self.x_mean, tf
 
     def _linear(self, x: np.ndarray) -> np.ndarray:
         return x @ self.lin_w + self.lin_b
@@ -194,12 +200,9 @@ class LabelAdapter:
         self._device = resolve_device(cfg.device)
 
         self.mean_source, _ = generalised_procrustes(src)
-        tf = procrustes(src, self.mean_source)
-        a_src = tf.apply(src)
-        a_src = np.where(np.isnan(a_src), self.mean_source[None], a_src)
+        x_all, tf = self._aligned(src)
         a_tgt = tf.apply(tgt)
         self.mean_target = np.nanmean(a_tgt, axis=0)
-        x_all = a_src.reshape(n, -1)
         y_all = a_tgt.reshape(n, -1)
         self.x_mean = x_all.mean(axis=0)
         self.y_mean = np.nanmean(y_all, axis=0)
@@ -227,7 +230,8 @@ class LabelAdapter:
             if n_val:
                 rep.val_nme_mlp_pct = self._val_nme(x_all[val_idx], tgt[val_idx], tf, val_idx, net)
             if head == "auto":
-                head = "mlp" if (rep.val_nme_mlp_pct or np.inf) < (rep.val_nme_linear_pct or np.inf) else "linear"
+                better = n_val and rep.val_nme_mlp_pct < rep.val_nme_linear_pct
+                head = "mlp" if better else "linear"
             if head == "mlp":
                 self._set_net(net)
         if head == "linear" and n_val:
@@ -260,7 +264,7 @@ class LabelAdapter:
         y = self._linear(x)
         if net is not None:
             y = y + _run_net(net, x, self._device)
-        pred = _inverse(tf, idx, (y + self.y_mean).reshape(len(x), -1, 2))
+        pred = tf[idx].inverse().apply((y + self.y_mean).reshape(len(x), -1, 2))
         return float(100 * nme(pred, tgt, self.target, self.normaliser).mean())
 
     def _cross_validate(self, x: np.ndarray, y: np.ndarray, tgt: np.ndarray, tf, cfg: FitConfig) -> dict:
@@ -373,13 +377,6 @@ class LabelAdapter:
         return self
 
 
-def _inverse(tf, idx: np.ndarray, aligned: np.ndarray) -> np.ndarray:
-    from gapkit.align import Similarity
-
-    sub = Similarity(tf.scale[idx], tf.rotation[idx], tf.translation[idx])
-    return sub.inverse().apply(aligned)
-
-
 def _ridge(x: np.ndarray, y: np.ndarray, alphas: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray, float]:
     """Closed-form ridge (alpha by generalised cross-validation); NaN targets imputed by the column mean."""
     from sklearn.linear_model import RidgeCV
@@ -416,7 +413,7 @@ def _train_mlp(x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_idx: np.
          (("x", x), ("r", resid), ("m", mask.astype(np.float32)))}
     tr = torch.from_numpy(train_idx).to(device)
     va = torch.from_numpy(val_idx).to(device)
-    proj = _whitening(x[train_idx])
+    proj = _input_projection(x[train_idx])
     net = _mlp(x.shape[1], y.shape[1], cfg.hidden, proj.shape[1])
     with torch.no_grad():
         net[0].weight.copy_(torch.from_numpy(proj.T))

@@ -26,6 +26,10 @@ class Similarity:
         a = self.scale[:, None, None] * self.rotation
         return np.matmul(points, np.transpose(a, (0, 2, 1))) + self.translation[:, None, :]
 
+    def __getitem__(self, index) -> Similarity:
+        """The transforms of some shapes (an index, slice or mask over N)."""
+        return Similarity(self.scale[index], self.rotation[index], self.translation[index])
+
     def inverse(self) -> Similarity:
         r_t = np.transpose(self.rotation, (0, 2, 1))
         s = 1.0 / self.scale

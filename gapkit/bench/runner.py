@@ -202,20 +202,19 @@ class Runner:
                 adapted = None
                 if want & {"data_adapt", "mix", "finetune"}:
                     adapted = Source(data.synthetic.with_points(adapter.predict(syn_gt)))
-                if ("data_adapt" in want or "finetune" in want):
-                    da_key = f"data_adapt_n{n}_s{seed}"
-                    if not (self._done("data_adapt", n, seed, None) and
-                            ("finetune" not in want or self._done("finetune", n, seed, None))):
-                        self._cell("data_adapt", None, base, data, scheme, [adapted], da_key,
-                                   train=[{"set": "synthetic", "n": len(data.synthetic), "labels": "adapted"}],
-                                   extra=adapter_info, save="data_adapt" in want)
-                    if "finetune" in want and not self._done("finetune", n, seed, None):
-                        init = self._train([adapted], seed, da_key).state_dict()
-                        ft = self.cfg.train.finetune_steps or self.cfg.train.steps // 2
-                        self._cell("finetune", None, base, data, scheme, [real], f"finetune_n{n}_s{seed}",
-                                   train=[{"set": "real_train", "n": n, "labels": "real"}],
-                                   extra=dict(adapter_info, init=f"{da_key} (pre-trained on adapted synthetic)"),
-                                   steps=ft, init=init, lr=self.cfg.train.lr / 2)
+                da_key = f"data_adapt_n{n}_s{seed}"
+                if "data_adapt" in want and not self._done("data_adapt", n, seed, None):
+                    self._cell("data_adapt", None, base, data, scheme, [adapted], da_key,
+                               train=[{"set": "synthetic", "n": len(data.synthetic), "labels": "adapted"}],
+                               extra=adapter_info)
+                if "finetune" in want and not self._done("finetune", n, seed, None):
+                    # The data_adapt model (trained here if that strategy is not run, reloaded if it is).
+                    init = self._train([adapted], seed, da_key).state_dict()
+                    ft = self.cfg.train.finetune_steps or self.cfg.train.steps // 2
+                    self._cell("finetune", None, base, data, scheme, [real], f"finetune_n{n}_s{seed}",
+                               train=[{"set": "real_train", "n": n, "labels": "real"}],
+                               extra=dict(adapter_info, init=f"{da_key} (pre-trained on adapted synthetic)"),
+                               steps=ft, init=init, lr=self.cfg.train.lr / 2)
                 if "mix" in want:
                     for a in g.alphas:
                         if self._done("mix", n, seed, a):
@@ -228,7 +227,7 @@ class Runner:
         return collect(self.out)
 
     def _cell(self, strategy: str, alpha: float | None, base: dict, data: Data, scheme, sources: list, key: str,
-              train: list[dict], extra: dict | None = None, save: bool = True, **fit) -> None:
+              train: list[dict], extra: dict | None = None, **fit) -> None:
         """Train (or reload) one model, score it on the test set, save the row with its provenance."""
         from gapkit.train import predict
 
@@ -237,10 +236,9 @@ class Runner:
         pred = predict(model, data.test)
         row = dict(base, strategy=strategy, alpha=alpha, **_scores(pred, data.test_points, scheme),
                    time_s=round(time.perf_counter() - t0, 2), train=train, **{"init": None, **(extra or {})})
-        if save:
-            self._save(row)
-            self.log(f"{strategy}{'' if alpha is None else f' a={alpha:g}'} n={row['n_real']} seed={row['seed']}: "
-                     f"NME(inter_ocular) {row['nme_pct']:.2f}%")
+        self._save(row)
+        self.log(f"{strategy}{'' if alpha is None else f' a={alpha:g}'} n={row['n_real']} seed={row['seed']}: "
+                 f"NME(inter_ocular) {row['nme_pct']:.2f}%")
 
 
 def collect(out: Path) -> list[dict]:

@@ -54,27 +54,44 @@ def _dist() -> tuple[int, int]:
 
 
 def _prefetch(it: Iterator, depth: int = 3) -> Iterator:
-    """Build batches in a thread (OpenCV releases the GIL) while the model trains."""
+    """Build batches in a thread (OpenCV releases the GIL) while the model trains. The thread
+    stops when the consumer does, even on an exception."""
     q: queue.Queue = queue.Queue(depth)
-    done = object()
+    done, stop = object(), threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def work():
         try:
             for item in it:
-                q.put(item)
+                if not put(item):
+                    return
         finally:
-            q.put(done)
+            put(done)
 
     threading.Thread(target=work, daemon=True).start()
-    while (item := q.get()) is not done:
-        yield item
+    try:
+        while (item := q.get()) is not done:
+            yield item
+    finally:
+        stop.set()
 
 
 def _iod_pixels(points: np.ndarray, scheme) -> np.ndarray:
+    """Per-face loss normaliser: the inter-ocular distance, or the landmark box's sqrt(w * h)
+    where the eye points are missing."""
     from gapkit.metrics import normaliser
 
     d = normaliser(points, scheme)
-    return np.where(np.isfinite(d) & (d > 0), d, np.nanmax(points, axis=1).max(-1) / 3)
+    ok = np.isfinite(d) & (d > 0)
+    return d if ok.all() else np.where(ok, d, normaliser(points, scheme, "bbox"))
 
 
 def train(sources: Sequence[Source], cfg: TrainConfig, init: dict | None = None, checkpoint: Path | None = None,
