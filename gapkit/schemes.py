@@ -48,6 +48,8 @@ class LandmarkScheme(BaseModel):
     name: str
     description: str = ""
     contour_semantics: ContourSemantics
+    outline: list[str] = Field(default_factory=list, description="groups tracing the face outline, where "
+                               "labelling conventions disagree (projected 3-D vs visible outline)")
     points: list[str]
     groups: dict[str, list[int]]
     flip: list[int]
@@ -75,7 +77,15 @@ class LandmarkScheme(BaseModel):
             raise ValueError(f"{self.name}: default_normaliser {self.default_normaliser!r} is not defined")
         if self.orientation and any(g not in self.groups for g in self.orientation.values()):
             raise ValueError(f"{self.name}: orientation names an unknown group")
+        if any(g not in self.groups for g in self.outline):
+            raise ValueError(f"{self.name}: outline names an unknown group")
         return self
+
+    @property
+    def inner_points(self) -> np.ndarray:
+        """Indices of the points off the outline: the ones every convention places alike."""
+        out = {i for g in self.outline for i in self.groups[g]}
+        return np.array([i for i in range(self.num_points) if i not in out])
 
     def index(self, name: str) -> int:
         return self.points.index(name)

@@ -1,0 +1,204 @@
+"""Label gap: how two sets of shapes of one scheme disagree, after Procrustes alignment.
+
+Shapes are aligned on the points off the face outline (the scheme's ``outline`` groups are
+left out of the fit), so a moved jaw shows on the jaw. Offsets are in percent of the reference's normalising distance (inter-ocular for iBUG-68),
+as ``A - B`` (A typically synthetic, B real). Two face sets differ in pose as well as in
+labelling convention, and a mean shape depends on pose (a yawed face looks narrower), so the
+headline offsets are *pose-matched*: every B face is compared with the mean of the A faces of
+nearly the same yaw and pitch. The unmatched difference of means is reported beside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import linalg
+from sklearn.decomposition import PCA
+from sklearn.neighbors import NearestNeighbors
+
+from gapkit.align import generalised_procrustes, procrustes
+from gapkit.metrics import normaliser
+from gapkit.schemes import LandmarkScheme
+
+CALIPER_DEG = 10.0   # a B face is matched when some A face lies this close in (yaw, pitch)
+NEIGHBOURS = 8
+
+
+@dataclass
+class LabelGap:
+    """All numbers in percent of the normaliser unless named otherwise."""
+
+    scheme: str
+    normaliser: str
+    n_a: int
+    n_b: int
+    reference: np.ndarray          # (K, 2) B's mean shape, unit normaliser, y down
+    offsets: np.ndarray            # (K, 2) pose-matched mean A - B
+    raw_offsets: np.ndarray        # (K, 2) mean A - mean B, no pose matching
+    mean_pct: float                # mean over points of |offsets|
+    ci95: tuple[float, float]      # bootstrap over B faces
+    raw_mean_pct: float
+    matched_share: float           # B faces with an A face within the caliper
+    groups: dict[str, float]
+    frechet: float                 # between aligned-shape distributions (PCA space, % units squared)
+    mmd: float                     # squared MMD, RBF kernel, median bandwidth
+    mmd_p: float                   # permutation p-value
+    modes: list[dict] = field(default_factory=list)
+
+    @property
+    def magnitude(self) -> np.ndarray:
+        return np.linalg.norm(self.offsets, axis=1)
+
+    def to_dict(self) -> dict:
+        mag = self.magnitude
+        order = np.argsort(-mag)
+        return {
+            "scheme": self.scheme, "normaliser": self.normaliser, "n_a": self.n_a, "n_b": self.n_b,
+            "mean_pct": self.mean_pct, "ci95_pct": list(self.ci95), "raw_mean_pct": self.raw_mean_pct,
+            "max_pct": float(mag.max()), "matched_share": self.matched_share, "groups_pct": self.groups,
+            "largest_points": [int(i) for i in order[:10]],
+            "per_point_pct": [[round(float(x), 4), round(float(y), 4)] for x, y in self.offsets],
+            "raw_per_point_pct": [[round(float(x), 4), round(float(y), 4)] for x, y in self.raw_offsets],
+            "frechet": self.frechet, "mmd2": self.mmd, "mmd_p": self.mmd_p, "modes": self.modes,
+        }
+
+
+def alignment_weights(scheme: LandmarkScheme) -> np.ndarray | None:
+    """(K,) weights that leave the outline out of the alignment, so that an outline which
+    moves does not drag the eyes and mouth with it; None (all points) when nothing is left."""
+    inner = scheme.inner_points
+    if len(inner) == scheme.num_points or len(inner) < 3:
+        return None
+    w = np.zeros(scheme.num_points)
+    w[inner] = 1.0
+    return w
+
+
+def aligned_shapes(shapes: np.ndarray, reference: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """(N, K, 2) shapes moved onto ``reference`` by similarity Procrustes (NaN points left out)."""
+    return procrustes(shapes, reference, weights).apply(shapes)
+
+
+def reference_shape(shapes: np.ndarray, scheme: LandmarkScheme, name: str) -> np.ndarray:
+    """GPA mean of ``shapes`` (aligned on the inner points) scaled to a unit normalising distance."""
+    mean, _ = generalised_procrustes(shapes, alignment_weights(scheme))
+    d = float(normaliser(mean[None], scheme, name)[0])
+    return mean / d
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between Gaussian fits of two (n, d) samples."""
+    mu = a.mean(0) - b.mean(0)
+    ca, cb = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    root = linalg.sqrtm(ca @ cb)
+    root = root.real if np.iscomplexobj(root) else root
+    return float(max(mu @ mu + np.trace(ca + cb - 2 * root), 0.0))
+
+
+def mmd_test(a: np.ndarray, b: np.ndarray, permutations: int = 200, seed: int = 0,
+             max_per_side: int = 600) -> tuple[float, float]:
+    """Squared MMD (biased, RBF kernel, median-distance bandwidth) and a permutation p-value."""
+    rng = np.random.default_rng(seed)
+    a = a[rng.permutation(len(a))[:max_per_side]]
+    b = b[rng.permutation(len(b))[:max_per_side]]
+    x = np.concatenate([a, b])
+    sq = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    bandwidth = np.median(sq[np.triu_indices(len(x), 1)])
+    k = np.exp(-sq / max(bandwidth, 1e-12))
+    n = len(a)
+
+    def stat(lab: np.ndarray) -> float:
+        ia, ib = np.flatnonzero(lab), np.flatnonzero(~lab)
+        return float(k[np.ix_(ia, ia)].mean() + k[np.ix_(ib, ib)].mean() - 2 * k[np.ix_(ia, ib)].mean())
+
+    lab = np.zeros(len(x), bool)
+    lab[:n] = True
+    observed = stat(lab)
+    null = [stat(rng.permutation(lab)) for _ in range(permutations)]
+    return observed, float((1 + sum(v >= observed for v in null)) / (1 + permutations))
+
+
+def pose_matches(pose_a: np.ndarray, pose_b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each B face, up to NEIGHBOURS A faces within CALIPER_DEG in (yaw, pitch).
+
+    Returns (matched B rows (M,), A rows (M, n), weights (M, n) summing to 1 per row).
+    Faces with an unknown pose are never matched.
+    """
+    ok_a = np.flatnonzero(~np.isnan(pose_a[:, :2]).any(1))
+    ok_b = np.flatnonzero(~np.isnan(pose_b[:, :2]).any(1))
+    if len(ok_a) == 0 or len(ok_b) == 0:
+        return np.zeros(0, int), np.zeros((0, 1), int), np.zeros((0, 1))
+    nn = NearestNeighbors(n_neighbors=min(NEIGHBOURS, len(ok_a))).fit(pose_a[ok_a, :2])
+    dist, idx = nn.kneighbors(pose_b[ok_b, :2])
+    close = dist <= CALIPER_DEG  # neighbours past the caliper do not count
+    matched = close[:, 0]
+    w = close[matched].astype(float)
+    return ok_b[matched], ok_a[idx[matched]], w / w.sum(1, keepdims=True)
+
+
+def _matched_diffs(al_a: np.ndarray, al_b: np.ndarray, match: tuple) -> np.ndarray:
+    """(M, K, 2): for each matched B face, the mean of its pose neighbours in A minus itself."""
+    b_rows, a_rows, w = match
+    return np.einsum("nj,njkd->nkd", w, al_a[a_rows]) - al_b[b_rows]
+
+
+def label_gap(a: np.ndarray, b: np.ndarray, scheme: LandmarkScheme, pose_a: np.ndarray, pose_b: np.ndarray,
+              name: str | None = None, reference: np.ndarray | None = None, seed: int = 0) -> LabelGap:
+    """Label gap between (Na, K, 2) shapes ``a`` and (Nb, K, 2) shapes ``b`` of ``scheme``.
+
+    ``pose_a``/``pose_b``: (N, 3) yaw, pitch, roll in degrees (NaN = unknown; such faces are
+    left out of the matching but kept in the unmatched numbers). ``reference`` fixes the frame
+    (to compare a before/after pair on one picture); by default B's own mean shape.
+
+    The frame is robust: after a first fit on the inner points, points are re-weighted by how
+    well the two sets agree there (Cauchy weights), so that a convention that moves a few
+    points (the brows' upper edge against their mid-line) does not shift the others.
+    """
+    name = name or scheme.default_normaliser
+    ref = reference_shape(b, scheme, name) if reference is None else reference
+    match = pose_matches(pose_a, pose_b)
+    base = alignment_weights(scheme)
+    w = base
+    for _ in range(3):
+        al_a, al_b = aligned_shapes(a, ref, w) * 100, aligned_shapes(b, ref, w) * 100
+        if len(match[0]) < 2:
+            break
+        mag = np.linalg.norm(np.nanmean(_matched_diffs(al_a, al_b, match), 0), axis=1)
+        inner = base > 0 if base is not None else np.ones(len(mag), bool)
+        c = max(float(np.nanmedian(mag[inner])), 0.25)
+        w = (1.0 if base is None else base) / (1.0 + (np.nan_to_num(mag, nan=0.0) / c) ** 2)
+    raw = np.nanmean(al_a, 0) - np.nanmean(al_b, 0)
+    diffs = _matched_diffs(al_a, al_b, match)
+    if len(diffs) < 2:
+        offsets = np.full_like(raw, np.nan)
+        ci = (float("nan"), float("nan"))
+    else:
+        offsets = np.nanmean(diffs, 0)
+        rng = np.random.default_rng(seed)
+        boots = [np.linalg.norm(np.nanmean(diffs[rng.integers(0, len(diffs), len(diffs))], 0), axis=1).mean()
+                 for _ in range(200)]
+        ci = (float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5)))
+    mag = np.linalg.norm(offsets, axis=1)
+
+    flat_a = np.nan_to_num(al_a.reshape(len(a), -1) - ref.reshape(-1) * 100)
+    flat_b = np.nan_to_num(al_b.reshape(len(b), -1) - ref.reshape(-1) * 100)
+    pooled = np.concatenate([flat_a, flat_b])
+    pca = PCA(n_components=min(20, pooled.shape[1], len(pooled) - 1), random_state=seed).fit(pooled)
+    za, zb = pca.transform(flat_a), pca.transform(flat_b)
+    fd = frechet_distance(za, zb)
+    mmd, p = mmd_test(za, zb, seed=seed)
+    modes = []
+    for j in range(min(10, pca.n_components_)):
+        sd = np.sqrt(pca.explained_variance_[j])
+        d = (za[:, j].mean() - zb[:, j].mean()) / sd
+        modes.append({"mode": j, "explained": float(pca.explained_variance_ratio_[j]), "effect_size": float(d),
+                      "direction": pca.components_[j].reshape(-1, 2).tolist(), "sd_pct": float(sd)})
+    modes.sort(key=lambda m: -abs(m["effect_size"]))
+    return LabelGap(
+        scheme=scheme.name, normaliser=name, n_a=len(a), n_b=len(b), reference=ref, offsets=offsets,
+        raw_offsets=raw, mean_pct=float(mag.mean()), ci95=ci,
+        raw_mean_pct=float(np.linalg.norm(raw, axis=1).mean()), matched_share=len(diffs) / len(b),
+        groups={g: float(mag[i].mean()) for g, i in scheme.groups.items()},
+        frechet=fd, mmd=mmd, mmd_p=p, modes=modes[:3],
+    )

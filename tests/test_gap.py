@@ -1,0 +1,192 @@
+"""Gap reports: pose from landmarks, pose-matched label gap, visual gap, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from gapkit.cli.main import app
+from gapkit.convert import load_records
+from gapkit.gap.label import label_gap
+from gapkit.gap.visual import domain_auc, face_crops, handcrafted_features
+from gapkit.pose import angles_from_rotation, estimate_pose, records_pose
+from gapkit.records import write_manifest
+from gapkit.schemes import find_mapper, get_scheme
+from gapkit.sim import SimConfig, generate
+
+IBUG = get_scheme("ibug68")
+
+
+@pytest.fixture(scope="module")
+def sim_sets(tmp_path_factory) -> dict[str, list]:
+    """Simulated real faces, and synthetic faces with and without the label gap (64 px, small)."""
+    root = tmp_path_factory.mktemp("gapsim")
+    out = {}
+    for key, cfg in {"real": SimConfig(domain="real", n=240, size=64, seed=3),
+                     "synthetic": SimConfig(domain="synthetic", n=240, size=64, seed=4),
+                     "synthetic_no_label_gap": SimConfig(domain="synthetic", n=240, size=64, seed=4, label_gap=0.0)}.items():
+        manifest = generate(root / key, cfg, workers=2)
+        out[key] = load_records(manifest)[0]
+    return out
+
+
+@pytest.mark.parametrize("yaw, pitch, roll", [(0, 0, 0), (35, -10, 5), (-50, 20, -15), (10, 25, 30)])
+def test_angles_round_trip_the_simulator_convention(yaw, pitch, roll):
+    from gapkit.sim.face3d import rotation
+
+    # The simulator's head frame has z towards the camera; solvePnP's is right-handed.
+    r = rotation(yaw, pitch, roll) @ np.diag([1.0, 1.0, -1.0])
+    assert angles_from_rotation(r) == pytest.approx((yaw, pitch, roll), abs=1e-6)
+
+
+def test_pose_from_landmarks_follows_the_true_pose(sim_sets):
+    recs = sim_sets["real"]
+    est = records_pose(recs)
+    true = np.array([[r.attributes[k] for k in ("yaw", "pitch", "roll")] for r in recs])
+    err = np.abs(est - true)
+    assert not np.isnan(est).any()
+    assert np.median(err[:, 0]) < 5 and np.median(err[:, 1]) < 6 and np.median(err[:, 2]) < 2
+    assert np.corrcoef(est[:, 0], true[:, 0])[0, 1] > 0.95
+
+
+def test_pose_of_a_mirrored_face_is_mirrored(sim_sets):
+    r = sim_sets["real"][0]
+    mirrored = IBUG.flip_points(r.points, r.width)
+    a, b = estimate_pose(np.stack([r.points, mirrored]), "ibug68", r.width, r.height)
+    assert b[0] == pytest.approx(-a[0], abs=1.0) and b[2] == pytest.approx(-a[2], abs=1.0)
+
+
+def test_pose_needs_a_scheme_that_reaches_ibug68():
+    from gapkit.errors import GapkitError
+
+    with pytest.raises(GapkitError, match="dlib5 has no mapping"):
+        estimate_pose(np.zeros((1, 5, 2)), "dlib5", 100, 100)
+
+
+def _shapes(recs) -> np.ndarray:
+    return np.stack([r.points for r in recs])
+
+
+def test_label_gap_is_about_zero_without_a_label_gap_and_large_with_one(sim_sets):
+    real = sim_sets["real"]
+    to68 = find_mapper("facesynthetics70", "ibug68")
+    pose_b = records_pose(real)
+    gaps = {}
+    for key in ("synthetic", "synthetic_no_label_gap"):
+        syn = sim_sets[key]
+        gaps[key] = label_gap(to68(_shapes(syn)), _shapes(real), IBUG, records_pose(syn), pose_b)
+    with_gap, without = gaps["synthetic"], gaps["synthetic_no_label_gap"]
+    assert without.mean_pct < 0.8
+    assert with_gap.mean_pct > 2.5 * without.mean_pct
+    assert with_gap.ci95[0] > without.ci95[1]
+    assert max(with_gap.groups, key=with_gap.groups.get) == "jaw"
+    # Pose matching is what takes the pose mix out: the unmatched difference is far larger.
+    assert without.raw_mean_pct > 2 * without.mean_pct
+    assert with_gap.matched_share > 0.9
+
+
+def test_a_known_offset_is_recovered_where_it_was_put(sim_sets):
+    real = sim_sets["real"]
+    b = _shapes(real)
+    a = b.copy()
+    iod = np.linalg.norm(b[:, 45] - b[:, 36], axis=1)
+    a[:, 8, 1] += 0.10 * iod  # the chin 10% of the inter-ocular distance lower
+    pose = records_pose(real)
+    g = label_gap(a, b, IBUG, pose, pose)
+    assert g.offsets[8, 1] == pytest.approx(10.0, abs=1.5)
+    assert abs(g.offsets[8, 0]) < 2.5  # faces are rolled, so "down" in the image is not quite down in the frame
+    assert np.median(np.delete(g.magnitude, 8)) < 1.0
+    assert g.to_dict()["largest_points"][0] == 8
+
+
+def test_visual_gap_separates_domains_but_not_halves_of_one(sim_sets):
+    ca, _, _ = face_crops(sim_sets["synthetic"])
+    cb, _, _ = face_crops(sim_sets["real"])
+    fa, fb = handcrafted_features(ca), handcrafted_features(cb)
+    assert domain_auc(fa, fb) > 0.9
+    assert domain_auc(fb[::2], fb[1::2]) < 0.7
+
+
+def _cli(*args: str):
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def test_gap_report_cli_writes_numbers_and_figures(sim_sets, tmp_path):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    write_manifest(sim_sets["synthetic"][:120], a)
+    write_manifest(sim_sets["real"][:120], b)
+    out = tmp_path / "report"
+    res = _cli("gap", "report", "--a", str(a), "--b", str(b), "-o", str(out), "--name-a", "syn", "--name-b", "real")
+    assert res.exit_code == 0, res.output
+    for name in ("report.md", "gap.json", "label_gap.png", "label_gap_points.png", "label_modes.png",
+                 "pose_gap.png", "visual_gap.png"):
+        assert (out / name).stat().st_size > 0, name
+    data = json.loads((out / "gap.json").read_text())  # strict JSON: no NaN
+    assert data["a"]["n"] == 120 and data["b"]["scheme"] == "ibug68"
+    lg = data["label_gap"]["mapped"]
+    assert len(lg["per_point_pct"]) == 68
+    assert lg["groups_pct"]["jaw"] > 2 * lg["groups_pct"]["right_eye"]  # the simulated gap is on jaw and brows
+    assert data["visual_gap"]["domain_auc"] > 0.9
+    assert set(data["pose_gap"]["angles"]) == {"yaw", "pitch", "roll"}
+    assert "## Label gap" in (out / "report.md").read_text()
+    # No silent overwrite.
+    again = _cli("gap", "report", "--a", str(a), "--b", str(b), "-o", str(out))
+    assert again.exit_code == 2 and "--overwrite" in again.output
+
+
+def test_gap_report_names_missing_images_and_keeps_going(sim_sets, tmp_path):
+    recs = [r.model_copy() for r in sim_sets["real"][:60]]
+    recs[3] = recs[3].model_copy(update={"image": str(tmp_path / "gone.jpg")})
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    recs[7] = recs[7].model_copy(update={"image": str(broken)})
+    b = tmp_path / "b.jsonl"
+    write_manifest(recs, b)
+    a = tmp_path / "a.jsonl"
+    write_manifest(sim_sets["synthetic"][:60], a)
+    res = _cli("gap", "report", "--a", str(a), "--b", str(b), "-o", str(tmp_path / "r"))
+    assert res.exit_code == 1
+    assert "gone.jpg" in res.output and "missing" in res.output
+    assert "broken.jpg" in res.output and "cannot be decoded" in res.output
+    data = json.loads((tmp_path / "r" / "gap.json").read_text())
+    assert data["b"]["n"] == 60 and data["visual_gap"]["n_b"] == 58  # label gap keeps them, visual leaves 2 out
+    assert len(data["problems"]) == 2
+
+
+def test_adapter_closes_the_label_gap_in_the_report(sim_sets, tmp_path):
+    from gapkit.adapt import FitConfig, LabelAdapter
+
+    syn = sim_sets["synthetic"]
+    src = _shapes(syn[:160])
+    tgt = np.stack([np.asarray(r.attributes["human68"]) for r in syn[:160]])
+    adapter = LabelAdapter("facesynthetics70", "ibug68")
+    adapter.fit(src, tgt, FitConfig(head="linear", device="cpu"))
+    adapter.save(tmp_path / "syn2human.gka")
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    write_manifest(syn[160:], a)
+    write_manifest(sim_sets["real"], b)
+    res = _cli("gap", "report", "--a", str(a), "--b", str(b), "-o", str(tmp_path / "r"), "--adapter",
+               str(tmp_path / "syn2human.gka"), "--no-visual")
+    assert res.exit_code == 0, res.output
+    lg = json.loads((tmp_path / "r" / "gap.json").read_text())["label_gap"]
+    assert set(lg) == {"before", "after adapter"}
+    assert lg["after adapter"]["mean_pct"] < 0.6 * lg["before"]["mean_pct"]
+    assert lg["after adapter"]["groups_pct"]["jaw"] < 0.5 * lg["before"]["groups_pct"]["jaw"]
+
+
+@pytest.mark.realdata
+def test_facesynthetics_against_300w_differs_most_on_the_jaw(shared: Path, tmp_path):
+    res = _cli("gap", "report", "--a", str(shared / "facesynthetics"), "--b", str(shared / "300w"), "-o",
+               str(tmp_path / "r"))
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "r" / "gap.json").read_text())
+    lg = data["label_gap"]["mapped"]
+    assert max(lg["groups_pct"], key=lg["groups_pct"].get) == "jaw"
+    assert all(p in range(17) for p in lg["largest_points"][:5])
+    assert data["a"]["n"] == 100 and data["b"]["n"] == 450
+    assert not math.isnan(data["visual_gap"]["domain_auc"])
