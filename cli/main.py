@@ -14,6 +14,7 @@ from rich.table import Table
 
 from gapkit import __version__
 from gapkit.cli.adapt import app as adapt_app
+from gapkit.cli.app import app as app_command
 from gapkit.cli.gap import app as gap_app
 from gapkit.cli.ui import (
     FromOpt,
@@ -32,6 +33,7 @@ app = typer.Typer(help="gapkit: close the label gap and the domain gap between s
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 app.add_typer(adapt_app, name="adapt")
 app.add_typer(gap_app, name="gap")
+app.command("app")(app_command)
 
 @app.command()
 def convert(

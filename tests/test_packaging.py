@@ -27,3 +27,14 @@ def test_installed_package_data_is_found():
 
     assert Path(gapkit.schemas.__file__).parent.name in ("schemas",)
     assert "ibug68" in scheme_names()
+
+
+def test_fiftyone_is_imported_only_by_gapkit_fiftyone():
+    """`gapkit convert` and friends must not pay for FiftyOne's import (and database start)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, gapkit.cli.main, gapkit.convert, gapkit.gap, gapkit.adapt, gapkit.bench; "
+            "print('fiftyone' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -1,0 +1,83 @@
+"""`gapkit app`: build or refresh a FiftyOne dataset from manifests and serve the App."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gapkit.cli.ui import console, err, job_errors, show_problems
+
+
+def _check_port(address: str, port: int) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((address, port))
+        except OSError as exc:
+            raise ValueError(f"cannot serve on {address}:{port} ({exc.strerror}); is another App running? "
+                             "Pass --port") from None
+
+
+def app(
+    manifest: Annotated[list[Path], typer.Option(help="face manifest (.jsonl); repeat to show sets together")],
+    predictions: Annotated[list[str] | None, typer.Option(
+        help="predictions manifest joined by face id, as PATH or FIELD=PATH (repeatable)")] = None,
+    adapter: Annotated[Path | None, typer.Option(help="a .gka adapter: its output becomes the `adapted` field")] = None,
+    scheme: Annotated[str | None, typer.Option(help="scheme of ground_truth [default: the first manifest's]")] = None,
+    domain: Annotated[str | None, typer.Option(help="domain of records that name none [default: their source]")] = None,
+    name: Annotated[str | None, typer.Option(help="FiftyOne dataset name [default: gapkit-<manifest stem>]")] = None,
+    port: Annotated[int, typer.Option(help="App port")] = 5151,
+    address: Annotated[str, typer.Option(help="address the App listens on")] = "127.0.0.1",
+    embeddings: Annotated[str, typer.Option(help="pca | tsne | umap | none: embeddings visualisations")] = "pca",
+    launch: Annotated[bool, typer.Option(help="serve the App (--no-launch: only build the dataset)")] = True,
+) -> None:
+    """Build or refresh a persistent FiftyOne dataset with gap fields and saved views, and serve the App."""
+    with job_errors():
+        for m in manifest:
+            if not m.is_file():
+                raise FileNotFoundError(f"{m}: manifest not found")
+        if launch:
+            _check_port(address, port)
+        with console.status("importing FiftyOne (starts its database)"):
+            import gapkit.fiftyone as gfo
+        ds_name = name or f"gapkit-{manifest[0].stem}"
+        with console.status("building the dataset") as status:
+            ds, problems = gfo.build_dataset(manifest, ds_name, predictions=predictions, adapter=adapter, scheme=scheme,
+                                             domain=domain, embeddings=None if embeddings == "none" else embeddings,
+                                             log=lambda s: status.update(f"building the dataset: {s}"))
+    console.print(f"[green]dataset[/green] {ds.name}: {len(ds)} faces; fields "
+                  + ", ".join(f for f in ds.get_field_schema() if f not in ("id", "filepath", "tags", "metadata",
+                                                                            "created_at", "last_modified_at")))
+    if problems:
+        err.print(f"[yellow]skipped {len(problems)} bad records[/yellow]")
+        show_problems(problems)
+    if not launch:
+        return
+    session = gfo.launch(ds, address=address, port=port)
+    console.print(f"App: [bold]{gfo.app_url(ds, address, port)}[/bold]")
+    for view in ds.list_saved_views():
+        console.print(f"  view [cyan]{view}[/cyan]: {gfo.app_url(ds, address, port, view)}")
+    for key in ds.list_brain_runs():
+        console.print(f"  embeddings [cyan]{key}[/cyan] (open the Embeddings panel, colour by domain)")
+    console.print("Ctrl-C stops the App.", style="dim")
+
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    # Ctrl-C and a plain kill both stop cleanly; SIGINT is set explicitly because a job started
+    # in the background inherits it ignored.
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        session.wait(-1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        with console.status("stopping the App"):
+            gfo.stop(session)
+    console.print("App stopped.")
