@@ -16,11 +16,14 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# The main job until the simulator lands: validate and convert the bundled fixtures.
+# The main job: the five-strategy benchmark on simulated data, then the gaps of that data.
 demo: setup
 	$(VENV)/bin/gapkit benchmark
 	$(VENV)/bin/gapkit sim runs/demo/synthetic --n 16 --preview runs/demo/sheet.png --overwrite
-	@echo "benchmark report: runs/default-sim/report.md; contact sheet: runs/demo/sheet.png"
+	$(VENV)/bin/gapkit gap report --a runs/default-sim-data/full/synthetic/manifest.jsonl \
+		--b runs/default-sim-data/full/real_train/manifest.jsonl -o runs/demo/gap \
+		--name-a synthetic --name-b real --overwrite
+	@echo "benchmark report: runs/default-sim/report.md; gap report: runs/demo/gap/report.md; contact sheet: runs/demo/sheet.png"
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -126,12 +126,18 @@ class ManifestDatasetImporter(foud.GenericSampleDatasetImporter):
                            "predictions": {k: str(v) for k, v in self.predictions.items()},
                            "problems": [str(p) for p in self.problems]}}
 
-    def _read(self, path: Path) -> list[FaceRecord]:
+    def _read(self, path: Path, check_images: bool = True) -> list[FaceRecord]:
         if not path.is_file():
             raise GapkitError(f"{path}: manifest not found")
         recs = []
         for item in read_manifest(path):
-            (self.problems.append if isinstance(item, Problem) else recs.append)(item)
+            if isinstance(item, Problem):
+                self.problems.append(item)
+            elif check_images and not Path(item.image).is_file():  # the App could show nothing for it
+                self.problems.append(Problem(str(path), None, f"record {item.id}: image {item.image} is missing; "
+                                                              "left out of the dataset"))
+            else:
+                recs.append(item)
         return recs
 
     def setup(self) -> None:
@@ -145,7 +151,7 @@ class ManifestDatasetImporter(foud.GenericSampleDatasetImporter):
         gt = self._in_scheme(records, gt_scheme, "ground truth")
         fields: dict[str, dict[str, tuple[np.ndarray, FaceRecord]]] = {}
         for name, path in self.predictions.items():
-            preds = self._read(path)
+            preds = self._read(path, check_images=False)
             schemes = {p.scheme for p in preds}
             if len(schemes) != 1:
                 raise GapkitError(f"{path}: predictions must be in one scheme, got {sorted(schemes) or 'none'}")

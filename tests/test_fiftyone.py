@@ -148,6 +148,23 @@ def test_export_round_trips_through_the_dataset_type(dataset, faces, tmp_path):
     again.delete()
 
 
+def test_bad_lines_and_missing_images_are_reported_not_imported(fo_env, faces, tmp_path):
+    gfo, _ = fo_env
+    lines = faces["gt"].read_text().splitlines()
+    first = lines[0].replace('"image":"', '"image":"gone/')
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join([first, "{not json", *lines[1:4]]) + "\n")
+    # Relative image paths resolve against the manifest's folder, so keep it beside the images.
+    target = faces["gt"].parent / "bad.jsonl"
+    target.write_text(bad.read_text())
+    ds, problems = gfo.build_dataset([target], "gapkit-test-bad", embeddings=None)
+    assert len(ds) == 3
+    text = "\n".join(map(str, problems))
+    assert "bad.jsonl:2" in text and "not valid JSON" in text
+    assert "is missing" in text and faces["records"][0].id in text
+    ds.delete()
+
+
 def test_adapter_adds_an_adapted_field_and_the_label_gap_view(fo_env, tmp_path):
     from gapkit.adapt import FitConfig, LabelAdapter
 

@@ -190,3 +190,26 @@ def test_facesynthetics_against_300w_differs_most_on_the_jaw(shared: Path, tmp_p
     assert all(p in range(17) for p in lg["largest_points"][:5])
     assert data["a"]["n"] == 100 and data["b"]["n"] == 450
     assert not math.isnan(data["visual_gap"]["domain_auc"])
+
+
+def test_backbone_features_come_from_a_saved_detector(sim_sets, tmp_path):
+    import torch
+
+    from gapkit.gap.visual import backbone_features
+    from gapkit.train.model import LandmarkNet
+
+    torch.manual_seed(0)
+    net = LandmarkNet(68, width=8)
+    torch.save(net.state_dict(), tmp_path / "m.pt")
+    crops, _, _ = face_crops(sim_sets["real"][:20])
+    feats = backbone_features(crops, tmp_path / "m.pt")
+    assert feats.shape == (20, 32) and np.isfinite(feats).all()
+    with torch.no_grad():
+        from gapkit.train.data import to_tensor_batch
+        want = net.eval().features(to_tensor_batch(crops[:3])).numpy()
+    assert np.allclose(feats[:3], want, atol=1e-5)
+    (tmp_path / "bad.pt").write_bytes(b"nonsense")
+    from gapkit.errors import GapkitError
+
+    with pytest.raises(GapkitError, match="bad.pt: not a gapkit detector checkpoint"):
+        backbone_features(crops, tmp_path / "bad.pt")

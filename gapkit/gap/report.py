@@ -136,7 +136,9 @@ def plot_points(gaps: dict[str, LabelGap], path: Path) -> Path:
         x = np.arange(scheme.num_points) + s * width
         colours = [cmap(names.index(group_of[i]) % 10) if i in group_of else "0.5" for i in range(scheme.num_points)]
         ax.bar(x, g.magnitude, width, color=colours, alpha=1.0 if s == 0 else 0.45,
-               edgecolor="k" if s else None, linewidth=0.4, label=stage)
+               edgecolor="k" if s else None, linewidth=0.4)
+        if len(gaps) > 1:  # legend swatch for the stage, in grey
+            ax.bar([0], [0], color="0.4", alpha=1.0 if s == 0 else 0.45, edgecolor="k" if s else None, label=stage)
     for n in names:
         ax.bar([0], [0], color=cmap(names.index(n) % 10), label=n)
     ax.set_xlabel(f"{scheme.name} point")
@@ -149,7 +151,8 @@ def plot_points(gaps: dict[str, LabelGap], path: Path) -> Path:
 def plot_modes(g: LabelGap, path: Path) -> Path:
     plt = _plt()
     scheme = get_scheme(g.scheme)
-    fig, axes = plt.subplots(1, max(len(g.modes), 1), figsize=(4.2 * max(len(g.modes), 1), 4.4), squeeze=False)
+    fig, axes = plt.subplots(1, max(len(g.modes), 1), figsize=(4.2 * max(len(g.modes), 1), 4.6), squeeze=False,
+                             layout="constrained")
     for ax, m in zip(axes[0], g.modes, strict=False):
         d = np.asarray(m["direction"]) * m["sd_pct"] / 100 * 2
         _draw_face(ax, g.reference, scheme, color="0.6", lw=1)

@@ -85,6 +85,8 @@ def handcrafted_features(crops: np.ndarray) -> np.ndarray:
 
 def backbone_features(crops: np.ndarray, checkpoint: str | Path, device: str = "cpu", batch: int = 128) -> np.ndarray:
     """(n, 4*width) pooled features of a gapkit LandmarkNet saved by the benchmark (a state dict)."""
+    import pickle
+
     import torch
 
     from gapkit.train.data import to_tensor_batch
@@ -95,7 +97,7 @@ def backbone_features(crops: np.ndarray, checkpoint: str | Path, device: str = "
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = state.get("model", state)
         k, two_w = state["head.weight"].shape[:2]
-    except (OSError, RuntimeError, KeyError, AttributeError, ValueError) as exc:
+    except (OSError, RuntimeError, KeyError, AttributeError, ValueError, pickle.UnpicklingError) as exc:
         raise GapkitError(f"{path}: not a gapkit detector checkpoint ({type(exc).__name__}: {exc})") from None
     net = LandmarkNet(int(k), width=int(two_w) // 2)
     net.load_state_dict(state)
