@@ -56,6 +56,7 @@ def report(
         top = max(g["groups_pct"], key=g["groups_pct"].get)
         t.add_row(f"label ({stage})", f"pose-matched mean offset, % {g['normaliser']}",
                   f"{g['mean_pct']:.2f}% [{g['ci95_pct'][0]:.2f}, {g['ci95_pct'][1]:.2f}]")
+        t.add_row("", "noise floor (no offset at all)", f"{g['noise_floor_pct']:.2f}%")
         t.add_row("", "largest group", f"{top} {g['groups_pct'][top]:.2f}%")
     pg = s["pose_gap"]
     for angle, v in pg["angles"].items():

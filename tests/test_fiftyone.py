@@ -84,6 +84,25 @@ def test_keypoints_are_normalised_pixels_with_nan_kept(dataset, faces):
     assert off[0, 0] < 0  # off the frame stays off the frame
 
 
+def test_fixture_formats_become_one_sample_per_face(fo_env, fixtures, tmp_path):
+    from gapkit.convert import load_records
+
+    gfo, _ = fo_env
+    recs = []
+    for src in ("coco/faces.json", "menpo", "300w"):
+        recs += load_records(fixtures / src)[0]
+    write_manifest(recs, tmp_path / "fixtures.jsonl")
+    ds, problems = gfo.build_dataset([tmp_path / "fixtures.jsonl"], "gapkit-test-fixtures", embeddings=None)
+    assert not problems and len(ds) == len(recs) == 9
+    by_id = {s.face_id: s for s in ds}
+    for r in recs:  # two faces of one COCO image are two samples
+        pts = np.array(by_id[r.id].ground_truth.keypoints[0].points, float) * [r.width, r.height]
+        assert np.allclose(pts, r.points, equal_nan=True)
+    missing = sum(int(np.isnan(np.array(s.ground_truth.keypoints[0].points, float)).any(1).sum()) for s in ds)
+    assert missing == sum(int(np.isnan(r.points).any(1).sum()) for r in recs) == 2
+    ds.delete()
+
+
 def test_skeleton_and_point_names_come_from_the_scheme(dataset):
     ds, _ = dataset
     sk = ds.skeletons["ground_truth"]

@@ -81,8 +81,8 @@ def test_label_gap_is_about_zero_without_a_label_gap_and_large_with_one(sim_sets
         syn = sim_sets[key]
         gaps[key] = label_gap(to68(_shapes(syn)), _shapes(real), IBUG, records_pose(syn), pose_b)
     with_gap, without = gaps["synthetic"], gaps["synthetic_no_label_gap"]
-    assert without.mean_pct < 0.8
-    assert with_gap.mean_pct > 2.5 * without.mean_pct
+    assert without.mean_pct < 0.8 and without.mean_pct < 1.5 * without.noise_floor  # at the noise floor
+    assert with_gap.mean_pct > 2.5 * without.mean_pct and with_gap.mean_pct > 3 * with_gap.noise_floor
     assert with_gap.ci95[0] > without.ci95[1]
     assert max(with_gap.groups, key=with_gap.groups.get) == "jaw"
     # Pose matching is what takes the pose mix out: the unmatched difference is far larger.
