@@ -202,7 +202,6 @@ class ManifestDatasetImporter(foud.GenericSampleDatasetImporter):
             ids = list(fields[field])
             pts = np.stack([fields[field][i][0] for i in ids])
         self.schemes["adapted"] = adapter.target.name
-        self.adapted_from = field
         return {i: (p, None) for i, p in zip(ids, adapter.predict(pts), strict=True)}
 
     def _sample(self, r: FaceRecord, gt: np.ndarray, pose: np.ndarray, extra: dict) -> fo.Sample:
@@ -385,19 +384,20 @@ def add_embeddings(ds: fo.Dataset, method: str = "pca", seed: int = 0) -> list[s
     files = view.values("filepath")
     records = [FaceRecord.model_construct(id=i, image=f, points=p, bbox=None) for i, f, p in zip(ids, files, shapes, strict=True)]
     crops, kept, _ = face_crops(records)
-    keys = []
-    quiet = logging.getLogger("fiftyone")
-    level, quiet.level = quiet.level, logging.WARNING  # the brain logs each run at INFO
+    keys = ["label_shapes"]
     kw = {"method": method, "seed": seed, "progress": False}
     if method == "tsne":
         kw["pca_dims"] = None if len(view) <= 50 else 50
-    fob.compute_visualization(view, embeddings=aligned, brain_key="label_shapes", **kw)
-    keys.append("label_shapes")
-    if len(kept) >= 3:
-        fob.compute_visualization(view.select(ids[kept].tolist(), ordered=True), embeddings=handcrafted_features(crops),
-                                  brain_key="visual_features", **kw)
-        keys.append("visual_features")
-    quiet.setLevel(level)
+    quiet = logging.getLogger("fiftyone")
+    level, quiet.level = quiet.level, logging.WARNING  # the brain logs each run at INFO
+    try:
+        fob.compute_visualization(view, embeddings=aligned, brain_key="label_shapes", **kw)
+        if len(kept) >= 3:
+            fob.compute_visualization(view.select(ids[kept].tolist(), ordered=True),
+                                      embeddings=handcrafted_features(crops), brain_key="visual_features", **kw)
+            keys.append("visual_features")
+    finally:
+        quiet.setLevel(level)
     return keys
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -34,7 +35,7 @@ def face_crops(records: Sequence[FaceRecord], size: int = 64, margin: float = 1.
                progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, list[int], list[Problem]]:
     """(n, size, size, 3) uint8 BGR crops of the faces whose image reads, their indices into
     ``records``, and a Problem for each image that is missing or unreadable."""
-    from gapkit.train.data import crop_matrix
+    from gapkit.train.data import crop_face
 
     crops, kept, problems = [], [], []
     for i, r in enumerate(records):
@@ -43,9 +44,7 @@ def face_crops(records: Sequence[FaceRecord], size: int = 64, margin: float = 1.
             reason = "image file is missing" if not Path(r.image).is_file() else "image cannot be decoded"
             problems.append(Problem(r.image, None, f"{reason} (record {r.id}); left out of the visual gap"))
         else:
-            m = crop_matrix(r.bbox or r.landmark_box(), size, margin)
-            crops.append(cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_AREA if m[0, 0] < 1 else cv2.INTER_LINEAR,
-                                        borderMode=cv2.BORDER_REPLICATE))
+            crops.append(crop_face(img, r, size, margin)[0])
             kept.append(i)
         if progress:
             progress(1)
@@ -66,20 +65,19 @@ def image_stats(crop: np.ndarray) -> np.ndarray:
                      lab[..., 1].mean() - 128, lab[..., 2].mean() - 128])
 
 
-_HOG = None
+@lru_cache(maxsize=1)
+def _hog() -> cv2.HOGDescriptor:
+    return cv2.HOGDescriptor((64, 64), (32, 32), (16, 16), (16, 16), 9)
 
 
 def handcrafted_features(crops: np.ndarray) -> np.ndarray:
     """(n, D) statistics + Lab histograms (8 bins a channel) + HOG of the 64 px grey crop."""
-    global _HOG
-    if _HOG is None:
-        _HOG = cv2.HOGDescriptor((64, 64), (32, 32), (16, 16), (16, 16), 9)
     out = []
     for c in crops:
         lab = cv2.cvtColor(c, cv2.COLOR_BGR2LAB)
         hist = np.concatenate([np.bincount(lab[..., j].ravel() // 32, minlength=8) for j in range(3)]) / lab[..., 0].size
         grey = cv2.cvtColor(cv2.resize(c, (64, 64), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
-        out.append(np.concatenate([image_stats(c), hist, _HOG.compute(grey).ravel()]))
+        out.append(np.concatenate([image_stats(c), hist, _hog().compute(grey).ravel()]))
     return np.asarray(out, float)
 
 

@@ -52,6 +52,15 @@ def crop_matrix(box: tuple[float, float, float, float], size: int, margin: float
     return np.array([[s, 0, (size - 1) / 2 - s * cx], [0, s, (size - 1) / 2 - s * cy]])
 
 
+def crop_face(img: np.ndarray, record: FaceRecord, size: int, margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """The crop policy: ``record``'s face (its bbox, else its landmark box) from the decoded image,
+    as a (size, size, 3) crop and the 2x3 image -> crop matrix."""
+    m = crop_matrix(record.bbox or record.landmark_box(), size, margin)
+    crop = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_AREA if m[0, 0] < 1 else cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+    return crop, m
+
+
 def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return pts @ m[:, :2].T + m[:, 2]
 
@@ -82,12 +91,8 @@ class FaceCrops:
             img = cv2.imread(r.image, cv2.IMREAD_COLOR)
             if img is None:
                 raise GapkitError(f"{r.image}: missing or unreadable image (record {r.id})")
-            box = r.bbox or r.landmark_box()
-            m = crop_matrix(box, size, margin)
-            self.matrices[i] = m
-            self.images[i] = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_AREA if m[0, 0] < 1 else cv2.INTER_LINEAR,
-                                            borderMode=cv2.BORDER_REPLICATE)
-            self.points[i] = _apply(m, labels[i])
+            self.images[i], self.matrices[i] = crop_face(img, r, size, margin)
+            self.points[i] = _apply(self.matrices[i], labels[i])
 
     def __len__(self) -> int:
         return len(self.ids)
