@@ -30,9 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 def base_shapes() -> tuple[np.ndarray, str]:
     shared = REPO.parent / "shared" / "data" / "300w"
     if shared.is_dir():
-        from gapkit.convert import load_records
+        from gapkit.faceset import load
 
-        recs, _ = load_records(shared)
+        recs, _ = load(shared)
         return np.stack([r.points for r in recs]), "300-W subset"
     sys.path.insert(0, str(REPO))
     from fixtures.make_fixtures import face68

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import cv2
 
-from gapkit.convert import load_records
+from gapkit.faceset import load
 from gapkit.sim import SimConfig, generate
 from gapkit.train import Augment, FaceCrops, Source
 from gapkit.train.data import batches
@@ -31,7 +31,8 @@ def main() -> None:
     cv2.setNumThreads(1)
     with tempfile.TemporaryDirectory() as tmp:
         manifest = generate(Path(tmp) / "real", SimConfig(domain="real", n=600, size=256, seed=0), workers=2)
-        recs, _ = load_records(manifest)
+        faces, _ = load(manifest)
+        recs = faces.records
         paths = [r.image for r in recs]
         for p in paths:
             Path(p).read_bytes()

@@ -10,7 +10,17 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from gapkit.cli.ui import OptionsOpt, console, err, job_errors, parse_opts, progress_bar, show_problems
+from gapkit.cli.ui import (
+    FromOpt,
+    OptionsOpt,
+    console,
+    err,
+    job_errors,
+    parse_opts,
+    progress_bar,
+    show_problems,
+)
+from gapkit.errors import ConfigError, InputError
 
 app = typer.Typer(help="Learn a label adapter from paired shapes, apply it, and score it.", no_args_is_help=True)
 
@@ -18,28 +28,39 @@ SourceOpt = Annotated[Path, typer.Option("--source", help="source-scheme records
 TargetOpt = Annotated[Path, typer.Option("--target", help="target-scheme records of the same faces (same ids)")]
 DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda")]
 SplitOpt = Annotated[list[str] | None, typer.Option(help="use only target records of these splits (repeatable)")]
+SourceFromOpt = Annotated[str | None, typer.Option("--source-from", help="format of --source [default: guessed]")]
+TargetFromOpt = Annotated[str | None, typer.Option("--target-from", help="format of --target [default: guessed]")]
+SourceOptOpt = Annotated[list[str] | None, typer.Option(
+    "--source-opt", "-S", help="reader option KEY=VALUE for --source only (after -O)")]
+TargetOptOpt = Annotated[list[str] | None, typer.Option(
+    "--target-opt", "-T", help="reader option KEY=VALUE for --target only (after -O)")]
+BothOptOpt = Annotated[list[str] | None, typer.Option(
+    "--opt", "-O", help="reader option KEY=VALUE for both sides; -S / -T set one side")]
 
 
-def _load(path: Path, opt: list[str] | None, what: str, splits: list[str] | None = None):
-    from gapkit.convert import load_records
+def _load(path: Path, fmt: str | None, opts: dict, what: str, splits: list[str] | None = None):
+    from gapkit.faceset import DataSource, load
 
     with progress_bar(f"reading {what} {path.name}") as bar:
         task = bar.add_task("", total=None)
-        recs, rep = load_records(path, read_options=parse_opts(opt), splits=splits,
-                                 progress=lambda n: bar.advance(task, n))
+        faces, rep = load(DataSource(path=path, format=fmt, splits=splits, options=opts),
+                          progress=lambda n: bar.advance(task, n))
     if rep.problems:
         err.print(f"[yellow]{what}: skipped {rep.skipped} bad records[/yellow]")
         show_problems(rep.problems)
-    return recs, rep
+    if not len(faces):
+        raise InputError(f"{what} {path}: no usable records ({rep.skipped} skipped)")
+    return faces.records, rep
 
 
-def _pairs(source: Path, target: Path, opt: list[str] | None, splits: list[str] | None = None,
+def _pairs(source: Path, target: Path, sides: tuple, splits: list[str] | None = None,
            max_pairs: int | None = None, seed: int = 0):
     from gapkit.adapt import pair_records
 
-    src, _ = _load(source, opt, "source")
+    (s_fmt, s_opts), (t_fmt, t_opts) = sides
+    src, _ = _load(source, s_fmt, s_opts, "source")
     # The split is the target's (people's labels carry it); source records may have none.
-    tgt, _ = _load(target, opt, "target", splits)
+    tgt, _ = _load(target, t_fmt, t_opts, "target", splits)
     pairs = pair_records(src, tgt)
     if splits:
         pairs.only_source = []  # records of other splits are left out on purpose
@@ -52,6 +73,12 @@ def _pairs(source: Path, target: Path, opt: list[str] | None, splits: list[str] 
                       soft_wrap=True, highlight=False)
     console.print(f"{len(pairs.ids)} pairs: {pairs.source_scheme} -> {pairs.target_scheme}")
     return pairs
+
+
+def _sides(source_from: str | None, target_from: str | None, both: list[str] | None, s_opt: list[str] | None,
+           t_opt: list[str] | None) -> tuple:
+    common = parse_opts(both)
+    return (source_from, {**common, **parse_opts(s_opt)}), (target_from, {**common, **parse_opts(t_opt)})
 
 
 @app.command()
@@ -67,7 +94,11 @@ def fit(
     split: SplitOpt = None,
     max_pairs: Annotated[int | None, typer.Option(help="fit on a seeded random subset of this many pairs")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing adapter file")] = False,
-    opt: OptionsOpt = None,
+    source_from: SourceFromOpt = None,
+    target_from: TargetFromOpt = None,
+    opt: BothOptOpt = None,
+    source_opt: SourceOptOpt = None,
+    target_opt: TargetOptOpt = None,
 ) -> None:
     """Fit an adapter on faces labelled in both schemes, paired by id."""
     from gapkit.adapt import FitConfig, LabelAdapter
@@ -76,8 +107,9 @@ def fit(
     with job_errors():
         check_output(out, overwrite)
         if not 0 <= val_frac < 0.5:
-            raise ValueError(f"--val-frac must be in [0, 0.5), got {val_frac}")
-        pairs = _pairs(source, target, opt, split, max_pairs, seed)
+            raise ConfigError(f"--val-frac must be in [0, 0.5), got {val_frac}")
+        sides = _sides(source_from, target_from, opt, source_opt, target_opt)
+        pairs = _pairs(source, target, sides, split, max_pairs, seed)
         adapter = LabelAdapter(pairs.source_scheme, pairs.target_scheme)
         cfg = FitConfig(head=head, val_frac=val_frac, epochs=epochs, device=device, seed=seed)
         with progress_bar("training") as bar:
@@ -101,6 +133,7 @@ def apply(
     out: Annotated[Path, typer.Argument(help="manifest to write, in the adapter's target scheme")],
     device: DeviceOpt = "cpu",
     overwrite: Annotated[bool, typer.Option(help="replace an existing output")] = False,
+    from_fmt: FromOpt = None,
     opt: OptionsOpt = None,
 ) -> None:
     """Translate every record of SRC into the adapter's target scheme."""
@@ -110,9 +143,7 @@ def apply(
 
     with job_errors():
         check_output(out, overwrite)
-        recs, rep = _load(src, opt, "input")
-        if not recs:
-            raise ValueError(f"{src}: no usable records")
+        recs, rep = _load(src, from_fmt, parse_opts(opt), "input")
         adapter = LabelAdapter.load(adapter_file, source=one_scheme(recs, "input")).to(device)
         pred = adapter.predict(np.stack([r.points for r in recs]))
         name = adapter_file.name
@@ -133,14 +164,18 @@ def evaluate(
     json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
     device: DeviceOpt = "cpu",
     split: SplitOpt = None,
-    opt: OptionsOpt = None,
+    source_from: SourceFromOpt = None,
+    target_from: TargetFromOpt = None,
+    opt: BothOptOpt = None,
+    source_opt: SourceOptOpt = None,
+    target_opt: TargetOptOpt = None,
 ) -> None:
     """Score the deterministic mapping, the mean-shape Procrustes baseline and the adapter."""
     from gapkit.adapt import LabelAdapter
     from gapkit.adapt import evaluate as run
 
     with job_errors():
-        pairs = _pairs(source, target, opt, split)
+        pairs = _pairs(source, target, _sides(source_from, target_from, opt, source_opt, target_opt), split)
         adapter = LabelAdapter.load(adapter_file, source=pairs.source_scheme, target=pairs.target_scheme).to(device)
         rows = run(adapter, pairs)
     if json_out:

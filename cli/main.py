@@ -49,7 +49,10 @@ def convert(
     report: Annotated[Path | None, typer.Option(help="JSON report path [default: OUT.report.json]")] = None,
     opt: OptionsOpt = None,
 ) -> None:
-    """Convert a landmark dataset between formats (and schemes), skipping and reporting bad records."""
+    """Convert a landmark dataset between formats (and schemes), skipping and reporting bad records.
+
+    Every image is opened (header and end marker), so a missing, empty or truncated image is
+    a skipped record, never a converted one; `gapkit validate` also decodes every pixel."""
     from gapkit.convert import convert as run
     from gapkit.convert import write_report
     from gapkit.files import check_output
@@ -57,13 +60,17 @@ def convert(
 
     report_path = report or out.with_name(out.name + ".report.json")
     with job_errors():
-        fmt = from_fmt or guess_format(str(src))
+        fmt = from_fmt or guess_format(src)
         check_output(report_path, overwrite)
         with progress_bar(f"converting {src.name}") as bar:
             task = bar.add_task("", total=None)
             rep = run(src, out, fmt, to_fmt, scheme=scheme, mapping=mapping, splits=split, overwrite=overwrite,
                       strict=strict, read_options=parse_opts(opt), progress=lambda n: bar.advance(task, n))
         write_report(rep, report_path, overwrite=overwrite)
+    if not rep.written:
+        err.print(f"[red]no good records[/red] in {src}: nothing written; {rep.skipped} skipped, report: {report_path}")
+        show_problems(rep.problems)
+        raise typer.Exit(1)
     schemes = ", ".join(f"{k} ({v})" for k, v in rep.schemes.items()) or "none"
     console.print(f"[green]wrote[/green] {rep.written} records to {out} [dim]({to_fmt}; schemes: {schemes})[/dim]")
     if rep.filtered:
@@ -79,22 +86,22 @@ def convert(
 def validate(
     src: Annotated[Path, typer.Argument(help="input file or folder")],
     from_fmt: FromOpt = None,
-    deep: Annotated[bool, typer.Option(help="decode every image fully (catches truncated files)")] = False,
+    split: Annotated[list[str] | None, typer.Option(help="check only these splits (repeatable)")] = None,
     strict: Annotated[bool, typer.Option(help="stop at the first bad record")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the report as JSON")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing --json file")] = False,
     opt: OptionsOpt = None,
 ) -> None:
-    """Check and summarise a dataset without writing it."""
+    """Check and summarise a dataset without writing it; every image is decoded in full."""
     from gapkit.convert import validate as run
     from gapkit.convert import write_report
     from gapkit.formats import guess_format
 
     with job_errors():
-        fmt = from_fmt or guess_format(str(src))
+        fmt = from_fmt or guess_format(src)
         with progress_bar(f"validating {src.name}") as bar:
             task = bar.add_task("", total=None)
-            rep = run(src, fmt, strict=strict, deep=deep, read_options=parse_opts(opt),
+            rep = run(src, fmt, strict=strict, splits=split, read_options=parse_opts(opt),
                       progress=lambda n: bar.advance(task, n))
         if json_out:
             write_report(rep, json_out, overwrite=overwrite)

@@ -17,7 +17,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from gapkit.errors import GapkitError
+from gapkit.errors import ConfigError, GapkitError, StrictStop
 
 console = Console()
 err = Console(stderr=True)
@@ -31,7 +31,7 @@ def parse_opts(items: list[str] | None) -> dict:
     out: dict = {}
     for item in items or []:
         if "=" not in item:
-            raise GapkitError(f"reader option {item!r} must look like KEY=VALUE")
+            raise ConfigError(f"option {item!r} must look like KEY=VALUE")
         k, v = item.split("=", 1)
         out[k.strip()] = {"true": True, "false": False}.get(v.lower(), int(v) if v.isdigit() else v)
     return out
@@ -45,15 +45,14 @@ def progress_bar(label: str) -> Progress:
 
 @contextmanager
 def job_errors() -> Iterator[None]:
-    """--strict stops and configuration errors become one line and an exit code."""
-    from gapkit.convert import StrictStop
-
+    """--strict stops and gapkit's own errors become one line and an exit code; anything
+    else is a bug and keeps its traceback."""
     try:
         yield
     except StrictStop as exc:
         err.print(f"[red]stopped (--strict):[/red] {exc.problem}", soft_wrap=True, highlight=False)
         raise typer.Exit(1) from None
-    except (GapkitError, FileNotFoundError, ValueError) as exc:
+    except GapkitError as exc:
         fail(exc)
 
 

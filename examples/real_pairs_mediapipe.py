@@ -23,14 +23,15 @@ import cv2
 import numpy as np
 from rich.progress import track
 
-from gapkit.convert import load_records
+from gapkit.faceset import load
 from gapkit.records import FaceRecord, write_manifest
 
 
 def main(src: str, out: str) -> None:
     import mediapipe as mp
 
-    recs, rep = load_records(src)
+    faces, rep = load(src)
+    recs = faces.records
     mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=False)
     done, missed = [], []
     for r in track(recs, description="FaceMesh"):

@@ -25,7 +25,7 @@ import numpy as np
 from gapkit import __version__
 from gapkit.align import generalised_procrustes, procrustes
 from gapkit.devices import resolve_device as _resolve
-from gapkit.errors import GapkitError
+from gapkit.errors import AdapterError, GapkitError
 from gapkit.files import atomic_open
 from gapkit.schemes import get_scheme
 
@@ -33,10 +33,6 @@ FILE_KIND = "gapkit-label-adapter"
 FILE_VERSION = 1
 PREDICT_CHUNK = 8192
 SMALL_DATA = 200  # below this many pairs the head is chosen by k-fold CV, not one split
-
-
-class AdapterError(GapkitError):
-    """A label adapter cannot be fitted, loaded or applied to these inputs."""
 
 
 @dataclass

@@ -10,6 +10,18 @@ class GapkitError(Exception):
     """Base class: a configuration or usage error that stops the job with one clear line."""
 
 
+class ConfigError(GapkitError, ValueError):
+    """A setting or option that cannot work (also a ValueError, so Pydantic validators may raise it)."""
+
+
+class InputError(GapkitError):
+    """An input that does not exist or holds nothing of its format: the job cannot start."""
+
+
+class AdapterError(GapkitError):
+    """A label adapter cannot be fitted, loaded or applied as asked."""
+
+
 class UnknownSchemeError(GapkitError):
     pass
 
@@ -22,13 +34,22 @@ class OutputExistsError(GapkitError):
     pass
 
 
+MAX_REASON = 300  # a 50 MB line quoted back is not a reason
+
+
+def clip(text: str, limit: int = 60) -> str:
+    """Quote a piece of a bad input, shortened so that a huge line stays readable."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class FormatError(GapkitError):
     """One bad file or record: carries where it is and why."""
 
     def __init__(self, path: str | Path, reason: str, line: int | None = None):
         self.path = str(path)
         self.line = line
-        self.reason = reason
+        self.reason = clip(reason, MAX_REASON)
+        reason = self.reason
         where = f"{self.path}:{line}" if line is not None else self.path
         super().__init__(f"{where}: {reason}")
 
@@ -50,3 +71,11 @@ class Problem:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+class StrictStop(GapkitError):
+    """--strict: the first problem stops the job."""
+
+    def __init__(self, problem: Problem):
+        self.problem = problem
+        super().__init__(str(problem))

@@ -31,7 +31,8 @@ import numpy as np  # noqa: E402
 from fiftyone import ViewField as F  # noqa: E402
 
 from gapkit.errors import GapkitError, NoMappingError, Problem  # noqa: E402
-from gapkit.records import FaceRecord, ManifestWriter, read_manifest  # noqa: E402
+from gapkit.faceset import DataSource, as_sources, load  # noqa: E402
+from gapkit.records import FaceRecord, ManifestWriter  # noqa: E402
 from gapkit.schemes import LandmarkScheme, find_mapper, get_scheme  # noqa: E402
 
 GROUND_TRUTH = "ground_truth"
@@ -73,17 +74,20 @@ def _parse_predictions(predictions: dict[str, str | Path] | Sequence[str | Path]
 # ---- importer ------------------------------------------------------------------------------
 
 class ManifestDatasetImporter(foud.GenericSampleDatasetImporter):
-    """Reads one or more gapkit manifests (and prediction manifests joined by face id) into samples.
+    """Reads one or more face sets (manifests, or dataset folders of any gapkit format) and
+    prediction manifests joined by face id into samples.
 
     Args:
         dataset_dir: a folder holding ``manifest.jsonl`` (or pass ``manifest``)
-        manifest: a manifest path, or a list of them (e.g. synthetic and real together)
+        manifest: a manifest path, a DataSource (a folder and its format), or a list of them
+            (e.g. synthetic and real together)
         predictions: ``{field: manifest}`` or ``["field=path", "path"]``; records joined by id
         adapter: a ``.gka`` label adapter; its output goes to the ``adapted`` field
         adapt_field: the field the adapter reads [default: the first field in its source scheme]
         scheme: the scheme of ``ground_truth`` [default: the first manifest's]; other schemes are
             mapped into it and kept as ``native_<scheme>`` too
-        domain: the ``domain`` of records that do not name one [default: their ``source``]
+        domain: the ``domain`` of records that do not name one [default: their ``source``];
+            one value for every input, or a list with one per input (None: the default)
     """
 
     def __init__(self, dataset_dir=None, manifest=None, predictions=None, adapter=None, adapt_field=None,
@@ -93,12 +97,16 @@ class ManifestDatasetImporter(foud.GenericSampleDatasetImporter):
             if dataset_dir is None:
                 raise GapkitError("give dataset_dir (a folder with manifest.jsonl) or manifest")
             manifest = Path(dataset_dir) / "manifest.jsonl"
-        self.manifests = [Path(m) for m in ([manifest] if isinstance(manifest, (str, Path)) else manifest)]
+        self.sources = as_sources(list(manifest) if isinstance(manifest, list | tuple) else manifest)
+        domains = list(domain) if isinstance(domain, list | tuple) else [domain] * len(self.sources)
+        if len(domains) != len(self.sources):
+            raise GapkitError(f"{len(domains)} domains for {len(self.sources)} inputs: give one, or one per input")
+        self.domains = domains
         self.predictions = _parse_predictions(predictions)
         self.adapter_path = adapter
         self.adapt_field = adapt_field
         self.scheme = scheme
-        self.domain = domain
+        self._domain_of: dict[str, str] = {}
         self.problems: list[Problem] = []
         self.schemes: dict[str, str] = {}
         self._samples: list[fo.Sample] = []
@@ -122,30 +130,27 @@ class ManifestDatasetImporter(foud.GenericSampleDatasetImporter):
         skeletons = {f: fo.KeypointSkeleton(labels=get_scheme(s).points, edges=get_scheme(s).skeleton)
                      for f, s in self.schemes.items()}
         return {"skeletons": skeletons, "default_skeleton": skeletons.get(GROUND_TRUTH),
-                "gapkit": {"schemes": self.schemes, "manifests": [str(m) for m in self.manifests],
+                "gapkit": {"schemes": self.schemes, "manifests": [str(s.path) for s in self.sources],
                            "predictions": {k: str(v) for k, v in self.predictions.items()},
                            "problems": [str(p) for p in self.problems]}}
 
-    def _read(self, path: Path, check_images: bool = True) -> list[FaceRecord]:
-        if not path.is_file():
-            raise GapkitError(f"{path}: manifest not found")
-        recs = []
-        for item in read_manifest(path):
-            if isinstance(item, Problem):
-                self.problems.append(item)
-            elif check_images and not Path(item.image).is_file():  # the App could show nothing for it
-                self.problems.append(Problem(str(path), None, f"record {item.id}: image {item.image} is missing; "
-                                                              "left out of the dataset"))
-            else:
-                recs.append(item)
-        return recs
+    def _read(self, src: DataSource | Path, check_images: bool = True) -> list[FaceRecord]:
+        # an image that does not open would be an empty sample in the App: left out and reported
+        faces, report = load(src, check_images=check_images)
+        self.problems += report.problems
+        return faces.records
 
     def setup(self) -> None:
         from gapkit.pose import records_pose
 
-        records = [r for m in self.manifests for r in self._read(m)]
+        records = []
+        for src, domain in zip(self.sources, self.domains, strict=True):
+            recs = self._read(src)
+            records += recs
+            if domain:
+                self._domain_of.update((r.id, domain) for r in recs)
         if not records:
-            raise GapkitError(f"no usable records in {', '.join(map(str, self.manifests))}")
+            raise GapkitError(f"no usable records in {', '.join(str(s.path) for s in self.sources)}")
         gt_scheme = self.scheme or records[0].scheme
         self.schemes[GROUND_TRUTH] = gt_scheme
         gt = self._in_scheme(records, gt_scheme, "ground truth")
@@ -217,7 +222,7 @@ class ManifestDatasetImporter(foud.GenericSampleDatasetImporter):
         s["face_id"], s["scheme"], s["source"], s["split"] = r.id, r.scheme, r.source, r.split or None
         if r.split:
             s.tags.append(r.split)
-        s["domain"] = r.attributes.get("domain") or self.domain or r.source or None
+        s["domain"] = r.attributes.get("domain") or self._domain_of.get(r.id) or r.source or None
         for name, v in zip(("yaw", "pitch", "roll"), pose, strict=True):
             s[name] = None if np.isnan(v) else float(v)
         s["outside_count"] = int(r.outside().sum())
@@ -300,12 +305,13 @@ class ManifestDataset(fot.Dataset):
 
 # ---- dataset, views, embeddings ------------------------------------------------------------
 
-def build_dataset(manifests: Sequence[str | Path] | str | Path, name: str, *,
+def build_dataset(manifests: Sequence[str | Path | DataSource] | str | Path | DataSource, name: str, *,
                   predictions: dict[str, str | Path] | Sequence[str] | None = None, adapter: str | Path | None = None,
-                  scheme: str | None = None, domain: str | None = None, persistent: bool = True,
+                  scheme: str | None = None, domain: str | Sequence[str | None] | None = None, persistent: bool = True,
                   refresh: bool = True, embeddings: str | None = "pca",
                   log: Callable[[str], None] = lambda s: None) -> tuple[fo.Dataset, list[Problem]]:
-    """Build (or, with ``refresh``, rebuild) dataset ``name`` from manifests, with gap fields,
+    """Build (or, with ``refresh``, rebuild) dataset ``name`` from face sets (manifests or
+    DataSources; ``domain`` one for all or one per input), with gap fields,
     saved views and, unless ``embeddings`` is None, two embeddings visualisations."""
     if fo.dataset_exists(name):
         if not refresh:

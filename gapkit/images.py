@@ -1,7 +1,15 @@
-"""Image lookup and size probing (header only, no full decode)."""
+"""Image lookup and checks, in two depths.
+
+``image_size`` reads the header and, for PNG and JPEG, checks that the file ends the way a
+whole file ends (PNG's IEND chunk, JPEG's end-of-image marker), which catches a truncated
+download or copy at the cost of one short read; readers call it for every record.
+``decode=True`` also decodes every pixel (``gapkit validate`` does), which catches damage
+inside a file that still ends well.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -9,6 +17,9 @@ from PIL import Image, UnidentifiedImageError
 from gapkit.errors import FormatError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
+_PNG_END = b"IEND\xaeB`\x82"
+_JPEG_END = b"\xff\xd9"
+_TAIL = 4096  # JPEGs may carry some trailing bytes after the end marker
 
 
 def find_image(stem: Path) -> Path | None:
@@ -20,16 +31,30 @@ def find_image(stem: Path) -> Path | None:
     return None
 
 
-def image_size(path: str | Path, deep: bool = False) -> tuple[int, int]:
-    """(width, height) from the header; ``deep`` also decodes every pixel to catch truncation."""
+def _truncated(p: Path, fmt: str | None) -> bool:
+    if fmt not in ("PNG", "JPEG"):
+        return False
+    size = os.path.getsize(p)
+    with open(p, "rb") as f:
+        f.seek(max(0, size - _TAIL))
+        tail = f.read()
+    return (_PNG_END not in tail[-64:]) if fmt == "PNG" else (_JPEG_END not in tail)
+
+
+def image_size(path: str | Path, decode: bool = False) -> tuple[int, int]:
+    """(width, height) of a whole image file, or a FormatError that names the file and why."""
     p = Path(path)
     if not p.is_file():
         raise FormatError(p, "image file is missing")
     try:
+        if p.stat().st_size == 0:
+            raise FormatError(p, "image file is empty (0 bytes)")
         with Image.open(p) as im:
-            size = im.size
-            if deep:
+            size, fmt = im.size, im.format
+            if _truncated(p, fmt):
+                raise FormatError(p, f"image file is truncated (no {fmt} end marker)")
+            if decode:
                 im.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise FormatError(p, f"not a readable image ({type(exc).__name__}: {exc})") from None
     return int(size[0]), int(size[1])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.integrate import simpson
 
+from gapkit.errors import ConfigError
 from gapkit.schemes import LandmarkScheme
 
 
@@ -24,7 +25,7 @@ def normaliser(gt: np.ndarray, scheme: LandmarkScheme, name: str | None = None,
     gt = np.asarray(gt, float).reshape(-1, scheme.num_points, 2)
     name = name or scheme.default_normaliser
     if name not in scheme.normalisers:
-        raise ValueError(f"scheme {scheme.name} has no normaliser {name!r}; one of {', '.join(scheme.normalisers)}")
+        raise ConfigError(f"scheme {scheme.name} has no normaliser {name!r}; one of {', '.join(scheme.normalisers)}")
     n = scheme.normalisers[name]
     if n.bbox:
         if bbox is not None:

@@ -184,8 +184,8 @@ def chirality(points: np.ndarray, scheme: LandmarkScheme) -> float | None:
 def read_manifest(path: str | Path) -> Iterator[FaceRecord | Problem]:
     """Stream records from a .jsonl manifest; bad lines come out as Problems."""
     path = Path(path)
-    base = path.parent.resolve()
-    with open(path, encoding="utf-8") as f:
+    base = Path(os.path.abspath(path.parent))  # symlinks kept: paths stay as the user gave them
+    with open(path, encoding="utf-8-sig") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -194,6 +194,8 @@ def read_manifest(path: str | Path) -> Iterator[FaceRecord | Problem]:
                     d = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise FormatError(path, f"not valid JSON: {exc.msg}", lineno) from None
+                except RecursionError:
+                    raise FormatError(path, "JSON nested too deeply", lineno) from None
                 if not isinstance(d, dict):
                     raise FormatError(path, "a manifest line must be a JSON object", lineno)
                 if isinstance(d.get("image"), str) and not os.path.isabs(d["image"]):
@@ -209,7 +211,7 @@ class ManifestWriter:
     def __init__(self, path: str | Path, overwrite: bool = False):
         self.path = Path(path)
         self._ctx = atomic_open(self.path, "w", overwrite=overwrite)
-        self._dir = self.path.parent.resolve()
+        self._dir = Path(os.path.abspath(self.path.parent))
         self.count = 0
 
     def __enter__(self) -> ManifestWriter:

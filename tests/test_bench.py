@@ -8,7 +8,8 @@ import json
 import pytest
 
 from gapkit.bench import BenchConfig, Runner, collect, load_data, write_outputs
-from gapkit.bench.config import DataSet, Grid, TrainSettings
+from gapkit.bench.config import Grid, TrainSettings
+from gapkit.faceset import DataSource
 from gapkit.sim import SimConfig, generate
 
 
@@ -20,7 +21,7 @@ def tiny(tmp_path_factory):
             "real_test": SimConfig(domain="real", n=12, size=64, seed=1, split="test", start=10_000)}
     for name, sc in sets.items():
         generate(root / name, sc, workers=1)
-    ds = {k: DataSet(path=root / k / "manifest.jsonl") for k in sets}
+    ds = {k: DataSource(path=root / k / "manifest.jsonl") for k in sets}
     cfg = BenchConfig(name="tiny", real_train=ds["real_train"], real_test=ds["real_test"], synthetic=[ds["synthetic"]],
                       grid=Grid(n_real=[6, 12], seeds=[0], alphas=[0.5]),
                       train=TrainSettings(steps=4, batch_size=8, size=32, width=4))
@@ -111,7 +112,7 @@ def test_config_from_toml_resolves_paths_and_rejects_unknown_keys(tmp_path):
     (tmp_path / "b.toml").write_text('name = "x"\n[real_train]\npath = "a"\n[real_test]\npath = "b"\n'
                                      '[[synthetic]]\npath = "c"\n[grid]\nn_real = [10, "all"]\n')
     cfg = BenchConfig.from_toml(tmp_path / "b.toml")
-    assert cfg.real_train.path == tmp_path / "a" and cfg.grid.n_real == [10, "all"]
+    assert cfg.real_train[0].path == tmp_path / "a" and cfg.grid.n_real == [10, "all"]
     (tmp_path / "bad.toml").write_text('[real_train]\npath = "a"\nbogus = 1\n')
     with pytest.raises(Exception, match="bad.toml"):
         BenchConfig.from_toml(tmp_path / "bad.toml")

@@ -85,12 +85,12 @@ def test_keypoints_are_normalised_pixels_with_nan_kept(dataset, faces):
 
 
 def test_fixture_formats_become_one_sample_per_face(fo_env, fixtures, tmp_path):
-    from gapkit.convert import load_records
+    from gapkit.faceset import load
 
     gfo, _ = fo_env
     recs = []
     for src in ("coco/faces.json", "menpo", "300w"):
-        recs += load_records(fixtures / src)[0]
+        recs += load(fixtures / src)[0].records
     write_manifest(recs, tmp_path / "fixtures.jsonl")
     ds, problems = gfo.build_dataset([tmp_path / "fixtures.jsonl"], "gapkit-test-fixtures", embeddings=None)
     assert not problems and len(ds) == len(recs) == 9

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gapkit.cli.main import app
-from gapkit.convert import load_records
+from gapkit.faceset import load
 from gapkit.gap.label import label_gap
 from gapkit.gap.visual import domain_auc, face_crops, handcrafted_features
 from gapkit.pose import angles_from_rotation, estimate_pose, records_pose
@@ -31,7 +31,7 @@ def sim_sets(tmp_path_factory) -> dict[str, list]:
                      "synthetic": SimConfig(domain="synthetic", n=240, size=64, seed=4),
                      "synthetic_no_label_gap": SimConfig(domain="synthetic", n=240, size=64, seed=4, label_gap=0.0)}.items():
         manifest = generate(root / key, cfg, workers=2)
-        out[key] = load_records(manifest)[0]
+        out[key] = load(manifest)[0].records
     return out
 
 

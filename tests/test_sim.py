@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from gapkit.align import align
 from gapkit.cli.main import app
-from gapkit.convert import load_records
+from gapkit.faceset import DataSource, load
 from gapkit.sim import SimConfig, generate, sample
 
 
@@ -34,9 +34,9 @@ def test_same_seed_same_bytes_whatever_the_workers(tmp_path, domain):
                                                  ("real", "300w", "ibug68")])
 def test_native_files_read_back_with_no_errors(tmp_path, domain, fmt, scheme):
     manifest = generate(tmp_path / "d", SimConfig(domain=domain, n=24, seed=1), workers=1)
-    native, rep = load_records(tmp_path / "d", fmt)
+    native, rep = load(DataSource(path=tmp_path / "d", format=fmt))
     assert rep.problems == [] and len(native) == 24
-    by_id = {r.id: r for r in load_records(manifest)[0]}
+    by_id = {r.id: r for r in load(manifest)[0]}
     for r in native:
         assert r.scheme == scheme
         np.testing.assert_allclose(r.points, by_id[r.id].points, atol=1e-9)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gapkit.convert import load_records
+from gapkit.faceset import load
 from gapkit.metrics import nme
 from gapkit.schemes import get_scheme
 from gapkit.sim import SimConfig, generate
@@ -19,7 +19,7 @@ IBUG = get_scheme("ibug68")
 def faces(tmp_path_factory):
     out = tmp_path_factory.mktemp("sim") / "real"
     generate(out, SimConfig(domain="real", n=16, size=96, seed=7), workers=1)
-    return load_records(out / "manifest.jsonl")[0]
+    return load(out / "manifest.jsonl")[0].records
 
 
 def only_flip() -> Augment:

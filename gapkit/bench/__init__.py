@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from gapkit.bench.config import STRATEGIES, BenchConfig, DataSet, Grid, TrainSettings
+from gapkit.bench.config import STRATEGIES, BenchConfig, Grid, TrainSettings
 from gapkit.bench.report import write_outputs
 from gapkit.bench.runner import Runner, collect, load_data
+from gapkit.faceset import DataSource
 
 __all__ = ["STRATEGIES", "BenchConfig", "Runner", "collect", "default_config", "load_data", "run", "write_outputs"]
 
@@ -35,7 +36,7 @@ def default_config(data_dir: Path, quick: bool = False, workers: int = 1,
     else:
         grid = Grid(n_real=[10, 30, 100, "all"], seeds=[0, 1], alphas=[0.5])
         train = TrainSettings(steps=400, batch_size=32, size=64, width=16)
-    m = lambda name: DataSet(path=Path(data_dir) / name / "manifest.jsonl", format="manifest")  # noqa: E731
+    m = lambda name: DataSource(path=Path(data_dir) / name / "manifest.jsonl", format="manifest")  # noqa: E731
     return BenchConfig(name="default-sim", real_train=m("real_train"), real_test=m("real_test"),
                        synthetic=[m("synthetic")], grid=grid, train=train)
 

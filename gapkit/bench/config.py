@@ -4,10 +4,14 @@
 name = "bench-300w-subset"
 target_scheme = "ibug68"
 
-[real_train]            # the pool the N_real images are drawn from
+[[real_train]]          # the pool the N_real images are drawn from: one table, or several pooled
 path = "../shared/data/300w"
 format = "300w"
 splits = ["train"]
+
+[[real_train]]
+path = "../shared/data/300w_extra"
+format = "300w"
 
 [real_test]             # used only for the final numbers
 path = "../shared/data/300w"
@@ -34,22 +38,22 @@ Relative paths are relative to the TOML file.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from gapkit.errors import GapkitError
+from gapkit.errors import ConfigError, InputError
+from gapkit.faceset import DataSource
 
 STRATEGIES = ("real_only", "label_adapt", "data_adapt", "mix", "finetune")
 
 
-class DataSet(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    path: Path
-    format: str | None = None
-    splits: list[str] | None = None
-    options: dict = Field(default_factory=dict)
+def _one_or_more(v: object) -> object:
+    return [v] if isinstance(v, dict | DataSource) else v
+
+
+Sets = Annotated[list[DataSource], BeforeValidator(_one_or_more)]
 
 
 class Grid(BaseModel):
@@ -64,14 +68,14 @@ class Grid(BaseModel):
     def _known(cls, v: list[str]) -> list[str]:
         bad = sorted(set(v) - set(STRATEGIES))
         if bad:
-            raise ValueError(f"unknown strategies {bad}; use {', '.join(STRATEGIES)}")
+            raise ConfigError(f"unknown strategies {bad}; use {', '.join(STRATEGIES)}")
         return v
 
     @field_validator("alphas")
     @classmethod
     def _shares(cls, v: list[float]) -> list[float]:
         if any(not 0 < a < 1 for a in v):
-            raise ValueError("alphas are synthetic shares of a batch, strictly between 0 and 1")
+            raise ConfigError("alphas are synthetic shares of a batch, strictly between 0 and 1")
         return v
 
 
@@ -91,9 +95,9 @@ class BenchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = "bench"
     target_scheme: str = "ibug68"
-    real_train: DataSet
-    real_test: DataSet
-    synthetic: list[DataSet]
+    real_train: Sets    # one table, or a list of them pooled into one set
+    real_test: Sets
+    synthetic: Sets     # each kept apart (its ids prefixed), all mapped to target_scheme
     grid: Grid = Field(default_factory=Grid)
     train: TrainSettings = Field(default_factory=TrainSettings)
 
@@ -103,13 +107,15 @@ class BenchConfig(BaseModel):
         try:
             raw = tomllib.loads(p.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
-            raise GapkitError(f"{p}: not valid TOML: {exc}") from None
+            raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise InputError(f"{p}: cannot read ({exc.strerror})") from None
         try:
             cfg = cls.model_validate(raw)
-        except ValueError as exc:
-            raise GapkitError(f"{p}: {exc}") from None
+        except ValidationError as exc:
+            raise ConfigError(f"{p}: {exc}") from None
         base = p.resolve().parent
-        for ds in [cfg.real_train, cfg.real_test, *cfg.synthetic]:
+        for ds in [*cfg.real_train, *cfg.real_test, *cfg.synthetic]:
             if not ds.path.is_absolute():
                 ds.path = (base / ds.path).resolve()
         return cfg

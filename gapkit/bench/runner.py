@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gapkit.bench.config import BenchConfig, DataSet, Grid, TrainSettings
-from gapkit.errors import GapkitError
+from gapkit.bench.config import BenchConfig, Grid, TrainSettings
+from gapkit.errors import GapkitError, InputError
+from gapkit.faceset import DataSource
 from gapkit.files import atomic_write_text
 
 Log = Callable[[str], None]
@@ -42,26 +43,16 @@ class Data:
     test_points: np.ndarray
 
 
-def _load(ds: DataSet, target: str, what: str, log: Log):
-    from gapkit.convert import load_records, map_record
-    from gapkit.schemes import find_mapper
+def _load(sets: list[DataSource], target: str, what: str, log: Log) -> list:
+    from gapkit.faceset import load
 
-    recs, rep = load_records(ds.path, ds.format, splits=ds.splits, read_options=ds.options)
+    # a face with more than half of its points missing after mapping cannot be trained on
+    faces, rep = load(sets, scheme=target, min_points=0.5)
     if rep.problems:
-        log(f"{what}: skipped {rep.skipped} bad records (first: {rep.problems[0]})")
-    if not recs:
-        raise GapkitError(f"{what}: no usable records in {ds.path}")
-    mappers = {}
-    out = []
-    for r in recs:
-        if r.scheme not in mappers:
-            mappers[r.scheme] = find_mapper(r.scheme, target)
-        m = map_record(r, mappers[r.scheme])
-        if np.isnan(m.points).all(axis=-1).sum() > m.points.shape[0] // 2:
-            log(f"{what}: {r.id} has too few points after mapping to {target}; left out")
-            continue
-        out.append(m)
-    return out
+        log(f"{what}: skipped {rep.skipped} records (first: {rep.problems[0]})")
+    if not len(faces):
+        raise InputError(f"{what}: no usable records in {', '.join(str(d.path) for d in sets)}")
+    return faces.records
 
 
 def load_data(cfg: BenchConfig, log: Log = lambda s: None) -> Data:
@@ -75,7 +66,7 @@ def load_data(cfg: BenchConfig, log: Log = lambda s: None) -> Data:
         raise GapkitError(f"{len(overlap)} images are in both real_train and real_test, e.g. {sorted(overlap)[0]}")
     syn = []
     for i, ds in enumerate(cfg.synthetic):
-        syn += [r.model_copy(update={"id": f"s{i}/{r.id}"}) for r in _load(ds, cfg.target_scheme, f"synthetic[{i}]", log)]
+        syn += [r.model_copy(update={"id": f"s{i}/{r.id}"}) for r in _load([ds], cfg.target_scheme, f"synthetic[{i}]", log)]
     crops = [FaceCrops(x, t.size, t.margin) for x in (pool, test, syn)]
     return Data(*crops, test_points=np.stack([r.points for r in test]))
 

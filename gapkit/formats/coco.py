@@ -16,11 +16,20 @@ from pathlib import Path
 
 import numpy as np
 
-from gapkit.errors import FormatError, Problem
+from gapkit.errors import ConfigError, FormatError, Problem
 from gapkit.files import atomic_open, check_output
-from gapkit.formats.common import scheme_for
+from gapkit.formats.common import FormatInfo, absolute, scheme_for
 from gapkit.images import image_size
 from gapkit.records import FaceRecord, make_record
+
+INFO = FormatInfo(
+    name="coco", about="COCO keypoints JSON (and COCO-WholeBody face_kpts), 0-based",
+    looks_for="a COCO keypoints .json file", files=(".json",),
+    stores=frozenset({"missing", "visibility", "bbox", "split", "attributes", "any_scheme"}),
+    read_options={"images": "image folder (default: the JSON's folder)",
+                  "scheme": "scheme name when the point count is ambiguous",
+                  "part": "auto | face | keypoints: which key points to read (default auto)"})
+
 
 
 def read(src: str | Path, images: str | Path | None = None, scheme: str | None = None,
@@ -28,13 +37,15 @@ def read(src: str | Path, images: str | Path | None = None, scheme: str | None =
     """``part``: "auto" (face_kpts when present, else keypoints), "face" or "keypoints"."""
     path = Path(src)
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as exc:
         yield Problem(str(path), exc.lineno, f"not valid JSON: {exc.msg}")
         return
-    except (OSError, UnicodeDecodeError) as exc:
-        yield Problem(str(path), None, f"cannot read: {exc}")
+    except (OSError, UnicodeDecodeError, RecursionError) as exc:
+        yield Problem(str(path), None, f"cannot read: {type(exc).__name__}: {exc}")
         return
+    if part not in ("auto", "face", "keypoints"):
+        raise ConfigError(f"-O part must be auto, face or keypoints, got {part!r}")
     if not isinstance(doc, dict) or not isinstance(doc.get("images"), list) \
             or not isinstance(doc.get("annotations"), list):
         yield Problem(str(path), None, "not a COCO file: needs 'images' and 'annotations' lists")
@@ -90,7 +101,7 @@ def _record(path: Path, n: int, ann: dict, imgs: dict, root: Path, scheme: str |
             attrs[k] = ann[k]
     bbox = ann.get("face_box" if key == "face_kpts" else "bbox")
     rec_id = extra.get("id") or f"{Path(im['file_name']).with_suffix('').as_posix()}#{ann.get('id', n)}"
-    return make_record(path, None, id=rec_id, image=str(img.resolve()), width=w, height=h,
+    return make_record(path, None, id=rec_id, image=absolute(img), width=w, height=h,
                        scheme=extra.get("scheme") or scheme_for(len(pts), path, explicit=scheme),
                        points=pts, visible=visible, bbox=tuple(bbox) if bbox else None,
                        source=extra.get("source", "coco"), split=extra.get("split", ""), attributes=attrs)
@@ -107,7 +118,7 @@ def write(records: Iterable[FaceRecord], out: str | Path, overwrite: bool = Fals
         if img_key not in images:
             rel = Path(rec.image)
             try:
-                rel = rel.relative_to(out.parent.resolve())
+                rel = rel.relative_to(absolute(out.parent))
             except ValueError:
                 pass
             images[img_key] = {"id": len(images) + 1, "file_name": rel.as_posix(), "width": rec.width,

@@ -4,12 +4,50 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from gapkit.errors import FormatError, GapkitError, Problem
 from gapkit.records import FaceRecord
 from gapkit.schemes import get_scheme
+
+# What a format can store, as FormatInfo.stores names it.
+CAPABILITIES = {
+    "missing": "missing (NaN) points",
+    "visibility": "per-point visibility",
+    "bbox": "a face box",
+    "split": "a split name",
+    "attributes": "free attributes",
+    "any_scheme": "any landmark scheme",
+}
+
+
+@dataclass(frozen=True)
+class FormatInfo:
+    """What a format module declares about itself; guess_format, the -O check and
+    `gapkit formats` read this, never the module's code."""
+
+    name: str
+    about: str                                      # one plain-text line
+    looks_for: str                                  # what the reader looks for, to say what was not found
+    files: tuple[str, ...] = ()                     # suffixes of a one-file dataset (".jsonl")
+    folder: tuple[str, ...] = ()                    # rglob patterns that mark a folder of this format
+    stores: frozenset[str] = frozenset()            # keys of CAPABILITIES
+    read_options: Mapping[str, str] = field(default_factory=dict)   # -O name -> help
+    write_options: Mapping[str, str] = field(default_factory=dict)
+    splits: tuple[str, ...] = ()                    # the fixed split names, when the layout defines them
+
+    def __post_init__(self) -> None:
+        unknown = set(self.stores) - set(CAPABILITIES)
+        if unknown:
+            raise ValueError(f"{self.name}: unknown capabilities {sorted(unknown)}")
+
+
+def absolute(path: str | Path) -> str:
+    """An absolute path as given: symlinks are kept, so a moved tree with its manifest still reads."""
+    return os.path.abspath(path)
+
 
 # Default scheme for a bare point count, used when a file names none.
 SCHEME_BY_COUNT = {68: "ibug68", 70: "facesynthetics70", 98: "wflw98", 29: "cofw29", 19: "aflw19",

@@ -18,10 +18,20 @@ import numpy as np
 
 from gapkit.errors import FormatError, Problem
 from gapkit.files import atomic_open, check_output
-from gapkit.formats.common import scheme_for
+from gapkit.formats.common import FormatInfo, absolute, scheme_for
 from gapkit.formats.pts import format_coord
 from gapkit.images import image_size
 from gapkit.records import FaceRecord, make_record
+
+INFO = FormatInfo(
+    name="csv", about="CSV, one face per row: gapkit's header layout, or headerless file_name,x1,y1,...",
+    looks_for="a .csv table", files=(".csv",),
+    stores=frozenset({"missing", "visibility", "bbox", "split", "any_scheme"}),
+    read_options={"images": "image folder (default: the CSV's folder)",
+                  "scheme": "scheme name when the point count is ambiguous",
+                  "headerless": "true | false (default: detected)",
+                  "split": "split name for headerless rows"})
+
 
 META = ["id", "image", "width", "height", "scheme", "source", "split", "bbox_x", "bbox_y", "bbox_w", "bbox_h"]
 
@@ -34,7 +44,7 @@ def read(src: str | Path, images: str | Path | None = None, scheme: str | None =
          headerless: bool | None = None, split: str = "") -> Iterator[FaceRecord | Problem]:
     path = Path(src)
     root = Path(images) if images else path.parent
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         rows = csv.reader(f)
         try:
             first = next(rows)
@@ -70,7 +80,7 @@ def _headerless(path: Path, lineno: int, row: list[str], root: Path, scheme: str
     pts = np.array([_num(c) for c in coords]).reshape(-1, 2)
     img = root / name
     w, h = image_size(img)
-    return make_record(path, lineno, id=Path(name).with_suffix("").as_posix(), image=str(img.resolve()),
+    return make_record(path, lineno, id=Path(name).with_suffix("").as_posix(), image=absolute(img),
                        width=w, height=h, scheme=scheme_for(len(pts), path, lineno, explicit=scheme),
                        points=pts, source="csv", split=split)
 
@@ -85,7 +95,7 @@ def _with_header(path: Path, lineno: int, d: dict, header: list[str], root: Path
     bbox = tuple(float(v) for v in box) if all(v.strip() for v in box) else None
     img = Path(d["image"])
     img = img if img.is_absolute() else root / img
-    return make_record(path, lineno, id=d["id"], image=str(img.resolve()), width=int(d["width"]),
+    return make_record(path, lineno, id=d["id"], image=absolute(img), width=int(d["width"]),
                        height=int(d["height"]), scheme=d["scheme"], points=pts, visible=vis, bbox=bbox,
                        source=d.get("source", ""), split=d.get("split", ""))
 
@@ -94,7 +104,7 @@ def write(records: Iterable[FaceRecord], out: str | Path, overwrite: bool = Fals
     """gapkit CSV with a header; every record must share one scheme (one K)."""
     out = Path(out)
     check_output(out, overwrite)
-    base = out.parent.resolve()
+    base = Path(absolute(out.parent))
     with atomic_open(out, "w", overwrite=overwrite) as f:
         w = csv.writer(f, lineterminator="\n")
         k = None

@@ -16,9 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
-from gapkit.errors import FormatError, Problem
+from gapkit.errors import ConfigError, FormatError, Problem
+from gapkit.formats.common import FormatInfo, absolute
 from gapkit.images import image_size
 from gapkit.records import FaceRecord, make_record
+
+INFO = FormatInfo(
+    name="datagen", about="Datagen DGFaces datapoints (key_points JSON v2; pixel_2d x is the row)",
+    looks_for="datapoint folders with */key_points/", folder=("key_points",),
+    stores=frozenset({"visibility", "bbox", "attributes"}),
+    read_options={"keypoints": "standard (68 points) | dense (468 points); default standard"})
+
 
 KEYPOINT_FILES = {"standard": ("face_standard_key_points.json", "standard", "datagen68"),
                   "dense": ("face_dense_key_points.json", "dense", "mediapipe468")}
@@ -26,13 +34,15 @@ KEYPOINT_FILES = {"standard": ("face_standard_key_points.json", "standard", "dat
 
 def _load_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise FormatError(path, "file is missing") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise FormatError(path, f"cannot read: {exc}") from None
     except json.JSONDecodeError as exc:
         raise FormatError(path, f"not valid JSON: {exc.msg}", exc.lineno) from None
+    except RecursionError:
+        raise FormatError(path, "JSON nested too deeply") from None
 
 
 def parse_keypoints(path: Path, group: str) -> tuple[np.ndarray, list[bool]]:
@@ -75,13 +85,11 @@ def _camera_dirs(datapoint: Path) -> list[Path]:
 def read(src: str | Path, keypoints: str = "standard") -> Iterator[FaceRecord | Problem]:
     """Stream records from a folder of datapoints (or one datapoint folder)."""
     if keypoints not in KEYPOINT_FILES:
-        raise ValueError(f"keypoints must be one of {', '.join(KEYPOINT_FILES)}")
+        raise ConfigError(f"-O keypoints must be one of {', '.join(KEYPOINT_FILES)}")
     fname, group, scheme = KEYPOINT_FILES[keypoints]
     root = Path(src)
     # A datapoint is the folder two levels above each key_points/ folder.
     datapoints = sorted({kp.parent.parent for kp in root.rglob("key_points") if kp.is_dir()})
-    if not datapoints:
-        yield Problem(str(root), None, "no Datagen datapoints (no */key_points/ folders) here")
     for dp in datapoints:
         cams = _camera_dirs(dp)
         for cam in cams:
@@ -120,5 +128,5 @@ def _record(dp: Path, cam: Path, fname: str, group: str, scheme: str, multi: boo
         attrs["expression"] = expr.get("name")
         attrs["identity"] = meta.get("identity_label")
     rec_id = f"{dp.name}/{cam.name}" if multi else dp.name
-    return make_record(kp_path, None, id=rec_id, image=str(img.resolve()), width=w, height=h, scheme=scheme,
+    return make_record(kp_path, None, id=rec_id, image=absolute(img), width=w, height=h, scheme=scheme,
                        points=pts, visible=vis, bbox=bbox, source="datagen", split="", attributes=attrs)

@@ -13,9 +13,18 @@ from pathlib import Path
 import numpy as np
 
 from gapkit.errors import FormatError, Problem
-from gapkit.formats.common import scheme_for
+from gapkit.formats.common import FormatInfo, absolute, scheme_for
 from gapkit.images import image_size
 from gapkit.records import FaceRecord, make_record
+
+INFO = FormatInfo(
+    name="dlib", about="dlib imglab XML: <image file> <box> <part name x y>",
+    looks_for="a dlib imglab .xml file", files=(".xml",),
+    stores=frozenset({"missing", "bbox", "any_scheme"}),
+    read_options={"images": "image folder (default: the XML's folder)",
+                  "scheme": "scheme name when the point count is ambiguous",
+                  "num_points": "point count when the highest part name is not the last point"})
+
 
 
 def read(src: str | Path, images: str | Path | None = None, scheme: str | None = None,
@@ -65,6 +74,6 @@ def _record(path, root, image, name, n, box, scheme, num_points) -> FaceRecord:
         bbox = tuple(float(box.get(a)) for a in ("left", "top", "width", "height"))
     except (TypeError, ValueError):
         bbox = None
-    return make_record(path, None, id=f"{Path(name).with_suffix('').as_posix()}#{n}", image=str(img.resolve()),
+    return make_record(path, None, id=f"{Path(name).with_suffix('').as_posix()}#{n}", image=absolute(img),
                        width=w, height=h, scheme=scheme_for(k, path, explicit=scheme), points=pts, bbox=bbox,
                        source="dlib", split="")

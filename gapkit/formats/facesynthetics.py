@@ -13,17 +13,25 @@ import numpy as np
 
 from gapkit.errors import FormatError, Problem
 from gapkit.files import atomic_write_text
-from gapkit.formats.common import place_image, scheme_for, write_each
+from gapkit.formats.common import FormatInfo, absolute, place_image, scheme_for, write_each
 from gapkit.formats.pts import format_coord, parse_xy
 from gapkit.images import find_image, image_size
 from gapkit.records import FaceRecord, make_record
+
+INFO = FormatInfo(
+    name="facesynthetics", about="Microsoft FaceSynthetics: NNNNNN.png + NNNNNN_ldmks.txt (70 points, 0-based)",
+    looks_for="*_ldmks.txt files beside their images", files=("_ldmks.txt",), folder=("*_ldmks.txt",),
+    stores=frozenset({"any_scheme"}),
+    read_options={"scheme": "scheme name when the point count is ambiguous"},
+    write_options={"images": "link | copy | none: how images are placed (default link)"})
+
 
 SUFFIX = "_ldmks.txt"
 
 
 def parse_ldmks(path: Path) -> np.ndarray:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise FormatError(path, f"cannot read: {exc}") from None
     rows = []
@@ -49,8 +57,8 @@ def read(src: str | Path, scheme: str | None = None) -> Iterator[FaceRecord | Pr
                 raise FormatError(f, f"no image {stem.name}.png beside the landmarks")
             w, h = image_size(img)
             seg = stem.with_name(stem.name + "_seg.png")
-            attrs = {"seg": str(seg.resolve())} if seg.is_file() else {}
-            yield make_record(f, None, id=stem.relative_to(base).as_posix(), image=str(img.resolve()),
+            attrs = {"seg": absolute(seg)} if seg.is_file() else {}
+            yield make_record(f, None, id=stem.relative_to(base).as_posix(), image=absolute(img),
                               width=w, height=h, scheme=scheme_for(len(pts), f, explicit=scheme),
                               points=pts, source="facesynthetics", split="", attributes=attrs)
         except FormatError as exc:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from gapkit.errors import FormatError, Problem
+from gapkit.errors import ConfigError, FormatError, Problem
 from gapkit.files import atomic_write_text
-from gapkit.formats.common import place_image, scheme_for, write_each
+from gapkit.formats.common import FormatInfo, absolute, place_image, scheme_for, write_each
 from gapkit.formats.pts import dumps_pts, read_pts_many
 from gapkit.images import find_image, image_size
 from gapkit.records import FaceRecord, make_record
@@ -21,6 +21,16 @@ from gapkit.records import FaceRecord, make_record
 SUBSETS = {"train": {"train"}, "common": {"common"}, "challenging": {"challenging"},
            "full": {"common", "challenging"}, "test": {"test"},
            "all": {"train", "common", "challenging", "test", "other"}}
+
+
+INFO = FormatInfo(
+    name="300w", about="300-W folders: <subset>/<split>/NAME.pts (1-based) beside NAME.png|jpg",
+    looks_for="*.pts files beside their images", files=(".pts",), folder=("*.pts",),
+    stores=frozenset({"split", "any_scheme"}),
+    read_options={"subset": f"only these splits: {' | '.join(SUBSETS)} (default all)",
+                  "scheme": "scheme name when the point count is ambiguous"},
+    write_options={"images": "link | copy | none: how images are placed beside the .pts (default link)"},
+    splits=("train", "common", "challenging", "test", "other"))
 
 
 def split_of(rel: Path) -> tuple[str, str]:
@@ -47,7 +57,7 @@ def read(src: str | Path, subset: str = "all", scheme: str | None = None,
     """Stream records from a 300-W style folder (or a single .pts file)."""
     root = Path(src)
     if subset not in SUBSETS:
-        raise ValueError(f"unknown subset {subset!r}; one of {', '.join(SUBSETS)}")
+        raise ConfigError(f"unknown subset {subset!r}; one of {', '.join(SUBSETS)}")
     files = [root] if root.is_file() else sorted(root.rglob("*.pts"))
     base = root.parent if root.is_file() else root
     wanted = SUBSETS[subset]
@@ -71,7 +81,7 @@ def _record(f: Path, base: Path, pts, scheme: str | None, where: tuple[str, str]
     w, h = image_size(img)
     rel = f.relative_to(base).with_suffix("")
     split, sub = where
-    return make_record(f, None, id=rel.as_posix(), image=str(img.resolve()), width=w, height=h,
+    return make_record(f, None, id=rel.as_posix(), image=absolute(img), width=w, height=h,
                        scheme=scheme_for(len(pts), f, explicit=scheme), points=pts,
                        source=f"300w/{sub}" if sub else "300w", split=split)
 

@@ -6,7 +6,14 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from gapkit.errors import Problem
+from gapkit.formats.common import FormatInfo
 from gapkit.records import FaceRecord, ManifestWriter, read_manifest
+
+INFO = FormatInfo(
+    name="manifest", about="gapkit's own JSON Lines of face records (lossless)",
+    looks_for="a .jsonl manifest", files=(".jsonl",),
+    stores=frozenset({"missing", "visibility", "bbox", "split", "attributes", "any_scheme"}))
+
 
 
 def read(src: str | Path) -> Iterator[FaceRecord | Problem]:

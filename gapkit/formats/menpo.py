@@ -14,10 +14,17 @@ from pathlib import Path
 import numpy as np
 
 from gapkit.errors import FormatError, Problem
-from gapkit.formats.common import SCHEME_BY_COUNT
+from gapkit.formats.common import SCHEME_BY_COUNT, FormatInfo, absolute
 from gapkit.formats.pts import read_pts
 from gapkit.images import find_image, image_size
 from gapkit.records import FaceRecord, make_record
+
+INFO = FormatInfo(
+    name="menpo", about="menpo landmark files: .pts (1-based) and .ljson (points as [y, x])",
+    looks_for="*.ljson or *.pts files beside their images", files=(".ljson",), folder=("*.ljson",),
+    stores=frozenset({"missing", "attributes", "any_scheme"}),
+    read_options={"scheme": "scheme name for files that are not 68-point faces"})
+
 
 # menpo's .pts files carry no scheme; only the 68-point face is a safe default.
 MENPO_DEFAULTS = {68: "ibug68"}
@@ -40,7 +47,7 @@ def read(src: str | Path, scheme: str | None = None) -> Iterator[FaceRecord | Pr
                 pts, attrs = _read_ljson(f, scheme)
             if scheme is None and len(pts) not in MENPO_DEFAULTS:
                 raise FormatError(f, f"{len(pts)} points: not a 68-point face; pass the scheme option if it is one")
-            yield make_record(f, None, id=f.relative_to(base).with_suffix("").as_posix(), image=str(img.resolve()),
+            yield make_record(f, None, id=f.relative_to(base).with_suffix("").as_posix(), image=absolute(img),
                               width=w, height=h, scheme=scheme or MENPO_DEFAULTS[len(pts)], points=pts,
                               source="menpo", split="", attributes=attrs)
         except FormatError as exc:
@@ -49,9 +56,11 @@ def read(src: str | Path, scheme: str | None = None) -> Iterator[FaceRecord | Pr
 
 def _read_ljson(path: Path, scheme: str | None) -> tuple[np.ndarray, dict]:
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as exc:
         raise FormatError(path, f"not valid JSON: {exc.msg}", exc.lineno) from None
+    except (RecursionError, UnicodeDecodeError, OSError) as exc:
+        raise FormatError(path, f"cannot read: {type(exc).__name__}") from None
     groups = doc.get("groups") if isinstance(doc, dict) else None
     if not isinstance(groups, dict) or not groups:
         raise FormatError(path, "LJSON needs a non-empty 'groups' object (version 3)")

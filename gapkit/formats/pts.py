@@ -14,6 +14,7 @@ import numpy as np
 
 from gapkit.errors import FormatError
 
+BOM = b"\xef\xbb\xbf"
 _HEADER = re.compile(rb"\A\s*version:\s*[0-9.]+\s*\r?\n\s*n_points:\s*(\d+)\s*\r?\n\s*\{\s*\r?\n", re.S)
 
 
@@ -33,7 +34,7 @@ def parse_xy(line: str, path: str | Path, lineno: int) -> tuple[float, float]:
 
 def parse_pts(data: bytes, path: str | Path = "<bytes>") -> np.ndarray:
     """Parse one .pts file into raw (K, 2) file coordinates, with line-numbered errors."""
-    lines = data.decode("utf-8", errors="replace").splitlines()
+    lines = data.decode("utf-8", errors="replace").splitlines()  # BOM already removed
     if not lines or not lines[0].strip().lower().startswith("version"):
         raise FormatError(path, "missing 'version:' header", 1)
     if len(lines) < 2 or not lines[1].strip().lower().startswith("n_points"):
@@ -96,6 +97,7 @@ def read_pts_many(paths: Sequence[str | Path], origin: float = 1.0) -> list[np.n
         except OSError as exc:
             out.append(FormatError(p, f"cannot read: {exc.strerror}"))
             continue
+        data = data.removeprefix(BOM)  # Windows editors save one; it is not part of the header
         arr = _fast(data)
         if arr is None:
             try:

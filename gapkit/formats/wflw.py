@@ -13,8 +13,17 @@ from pathlib import Path
 import numpy as np
 
 from gapkit.errors import FormatError, Problem
+from gapkit.formats.common import FormatInfo, absolute
 from gapkit.images import image_size
 from gapkit.records import FaceRecord, make_record
+
+INFO = FormatInfo(
+    name="wflw", about="WFLW annotation lists: 98 points, face box and six attributes per line",
+    looks_for="a WFLW list_98pt_rect_attr_*.txt file", files=(".txt",),
+    stores=frozenset({"bbox", "split", "attributes"}),
+    read_options={"images": "image folder (default WFLW_images/ beside the list)",
+                  "split": "split name for the records (default from the file name)"})
+
 
 ATTRIBUTES = ("pose", "expression", "illumination", "make_up", "occlusion", "blur")
 K = 98
@@ -28,7 +37,7 @@ def read(src: str | Path, images: str | Path | None = None, split: str = "") -> 
     if not split:
         split = "test" if "test" in path.name else "train" if "train" in path.name else ""
     seen: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -57,7 +66,7 @@ def _record(path: Path, lineno: int, line: str, images: Path, split: str, seen: 
     x0, y0, x1, y1 = nums[2 * K:]
     n = seen.get(name, 0)
     seen[name] = n + 1
-    return make_record(path, lineno, id=f"{Path(name).with_suffix('').as_posix()}#{n}", image=str(img.resolve()),
+    return make_record(path, lineno, id=f"{Path(name).with_suffix('').as_posix()}#{n}", image=absolute(img),
                        width=w, height=h, scheme="wflw98", points=nums[: 2 * K].reshape(K, 2),
                        bbox=(x0, y0, x1 - x0, y1 - y0), source="wflw", split=split,
                        attributes=dict(zip(ATTRIBUTES, flags, strict=True)))

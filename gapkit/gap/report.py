@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from gapkit.adapt import LabelAdapter, one_scheme
-from gapkit.convert import load_records
-from gapkit.errors import GapkitError, NoMappingError, OutputExistsError, Problem
+from gapkit.errors import GapkitError, InputError, NoMappingError, OutputExistsError, Problem
+from gapkit.faceset import DataSource, load
 from gapkit.files import atomic_open, atomic_write_text
 from gapkit.gap.label import LabelGap, label_gap
 from gapkit.gap.pose import ANGLES, pose_gap
@@ -56,14 +56,11 @@ class GapResult:
 
 def _load(src: str | Path, fmt: str | None, splits: list[str] | None, max_faces: int | None, seed: int,
           side: str) -> tuple[list[FaceRecord], list[Problem]]:
-    recs, rep = load_records(src, fmt, splits=splits)
-    if not recs:
-        raise GapkitError(f"set {side} ({src}) has no usable face records"
-                          + (f"; {len(rep.problems)} were bad, first: {rep.problems[0]}" if rep.problems else ""))
-    if max_faces and len(recs) > max_faces:
-        keep = np.sort(np.random.default_rng([seed, ord(side)]).permutation(len(recs))[:max_faces])
-        recs = [recs[i] for i in keep]
-    return recs, list(rep.problems)
+    faces, rep = load(DataSource(path=Path(src), format=fmt, splits=splits))
+    if not len(faces):
+        raise InputError(f"set {side} ({src}) has no usable face records"
+                         + (f"; {len(rep.problems)} were bad, first: {rep.problems[0]}" if rep.problems else ""))
+    return faces.subset(max_faces, [seed, ord(side)]).records, list(rep.problems)
 
 
 def _fig_bytes(fig) -> bytes:

@@ -1,0 +1,274 @@
+"""The one way from readers to records: every consumer (convert, validate, the benchmark,
+the gap report, `adapt`, FiftyOne) loads faces through here.
+
+A ``DataSource`` is one input (a manifest, or a folder / file of a named format, with its
+splits and reader options). ``stream`` walks one or more sources record by record, checks
+what the readers cannot (an input that holds nothing, unknown split names, duplicate ids)
+and maps every record into a target scheme; ``load`` collects them into a ``FaceSet``
+with stacked (N, K, 2) points in 0-based pixel (x, y).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from gapkit import __version__
+from gapkit.errors import ConfigError, FormatError, GapkitError, InputError, Problem, StrictStop
+from gapkit.records import FaceRecord
+from gapkit.schemes import Mapper, find_mapper
+
+Progress = Callable[[int], None]
+
+
+class DataSource(BaseModel):
+    """One input: ``path`` (a manifest, or a file or folder of ``format``), the splits to keep
+    (None: all) and reader options (the -O of the command line)."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: Path
+    format: str | None = None
+    splits: list[str] | None = None
+    options: dict = Field(default_factory=dict)
+
+
+@dataclass
+class Report:
+    """What a bulk job did: counts, problems (each with path, line, reason)."""
+
+    read: int = 0
+    written: int = 0
+    filtered: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    schemes: Counter = field(default_factory=Counter)
+    splits: Counter = field(default_factory=Counter)
+    sources: Counter = field(default_factory=Counter)
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def skipped(self) -> int:
+        return len(self.problems)
+
+    def add(self, problem: Problem, strict: bool = False) -> None:
+        self.problems.append(problem)
+        if strict:
+            raise StrictStop(problem)
+
+    def to_dict(self) -> dict:
+        return {"gapkit_version": __version__, "read": self.read, "written": self.written,
+                "filtered_out": self.filtered, "skipped": self.skipped,
+                "schemes": dict(self.schemes), "splits": dict(self.splits), "sources": dict(self.sources),
+                "stats": self.stats, "problems": [p.to_dict() for p in self.problems]}
+
+
+def as_sources(src: DataSource | str | Path | Sequence[DataSource | str | Path], fmt: str | None = None,
+               splits: Iterable[str] | None = None, options: dict | None = None) -> list[DataSource]:
+    """One or more sources from what a caller holds: DataSources, or paths sharing fmt/splits/options."""
+    items = src if isinstance(src, list | tuple) else [src]
+    out = []
+    for s in items:
+        if isinstance(s, DataSource):
+            out.append(s)
+        else:
+            out.append(DataSource(path=Path(s), format=fmt, splits=list(splits) if splits else None,
+                                  options=dict(options or {})))
+    return out
+
+
+def open_source(src: DataSource):
+    """(format name, reader module) for a source, after checking that it exists and that its
+    options are ones the reader declares. Raises InputError / ConfigError (exit 2)."""
+    from gapkit.formats import check_options, get_format, guess_format
+
+    if not src.path.exists() and not src.path.is_symlink():
+        raise InputError(f"{src.path}: no such file or folder")
+    fmt = src.format or guess_format(src.path)
+    mod = get_format(fmt)
+    check_options(fmt, src.options)
+    fi = mod.INFO
+    if src.path.is_file() and not fi.files:
+        raise InputError(f"{src.path} is a file, but {fmt} reads a folder of {fi.looks_for}")
+    if src.splits and fi.splits:
+        unknown = sorted(set(src.splits) - set(fi.splits))
+        if unknown:
+            raise ConfigError(f"unknown split{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} for "
+                              f"{src.path}; present: {_present(src, mod)}")
+    return fmt, mod
+
+
+def _present(src: DataSource, mod) -> str:
+    counts = Counter(r.split for r in mod.read(src.path, **src.options) if isinstance(r, FaceRecord))
+    return ", ".join(f"{k or '(none)'} ({v})" for k, v in sorted(counts.items())) or "no readable records"
+
+
+class _Mapping:
+    """Per-scheme mappers into one target, cached; a scheme that cannot be mapped is a
+    per-record problem (a mixed manifest keeps its mappable records)."""
+
+    def __init__(self, target: str | None, via: str | None):
+        self.target, self.via = target, via
+        self._cache: dict[str, Mapper | GapkitError] = {}
+        self.failed = 0
+
+    def error(self) -> GapkitError | None:
+        return next((m for m in self._cache.values() if isinstance(m, GapkitError)), None)
+
+    def __call__(self, rec: FaceRecord) -> FaceRecord | Problem:
+        if not self.target or rec.scheme == self.target and not self.via:
+            return rec
+        if rec.scheme not in self._cache:
+            try:
+                self._cache[rec.scheme] = find_mapper(rec.scheme, self.target, via=self.via)
+            except GapkitError as exc:
+                self._cache[rec.scheme] = exc
+        m = self._cache[rec.scheme]
+        if isinstance(m, GapkitError):
+            self.failed += 1
+            return Problem(rec.image, None, f"record {rec.id!r}: {m}")
+        return map_record(rec, m)
+
+
+def map_record(rec: FaceRecord, mapper: Mapper) -> FaceRecord:
+    """A copy of ``rec`` in the mapper's target scheme; provenance goes to attributes."""
+    if mapper.source == mapper.target:
+        return rec
+    attrs = dict(rec.attributes, mapped_from=rec.scheme, mapping=mapper.name)
+    vis = mapper.visibility(np.array(rec.visible)).tolist() if rec.visible is not None else None
+    return rec.model_copy(update={"scheme": mapper.target, "points": mapper(rec.points), "visible": vis,
+                                  "attributes": attrs})
+
+
+def stream(sources: DataSource | str | Path | Sequence[DataSource | str | Path], *, scheme: str | None = None,
+           mapping: str | None = None, strict: bool = False, report: Report | None = None,
+           progress: Progress | None = None, check_images: bool = False,
+           min_points: float = 0.0) -> Iterator[FaceRecord]:
+    """Good records of every source, in order, mapped to ``scheme`` when given.
+
+    Bad records, duplicate ids (across all sources), unmappable schemes, images that do not
+    open (``check_images``: header and end marker) and records with fewer than
+    ``min_points`` (a fraction) of their points left after mapping go to ``report.problems``.
+    Raises InputError when a source holds nothing of its format, ConfigError when a
+    requested split matched no record (listing the splits present).
+    """
+    from gapkit.images import image_size
+
+    report = report if report is not None else Report()
+    mapper = _Mapping(scheme, mapping)
+    seen: set[str] = set()
+    yielded = 0
+    for src in as_sources(sources):
+        fmt, mod = open_source(src)
+        keep = set(src.splits) if src.splits else None
+        present: Counter = Counter()
+        items = 0
+        for item in mod.read(src.path, **src.options):
+            items += 1
+            if progress:
+                progress(1)
+            if isinstance(item, Problem):
+                report.add(item, strict)
+                continue
+            report.read += 1
+            present[item.split] += 1
+            if keep is not None and item.split not in keep:
+                report.filtered += 1
+                continue
+            if item.id in seen:
+                report.add(Problem(item.image, None, f"duplicate record id {item.id!r}"), strict)
+                continue
+            seen.add(item.id)
+            if check_images:
+                try:
+                    image_size(item.image)
+                except FormatError as exc:
+                    report.add(exc.problem(), strict)
+                    continue
+            rec = mapper(item)
+            if isinstance(rec, Problem):
+                report.add(rec, strict)
+                continue
+            if min_points:
+                left = float((~np.isnan(rec.points).any(axis=1)).mean())
+                if left < min_points:
+                    report.add(Problem(rec.image, None, f"record {rec.id!r} keeps only {left:.0%} of its points "
+                                                        f"in {rec.scheme}"), strict)
+                    continue
+            report.schemes[rec.scheme] += 1
+            report.splits[rec.split] += 1
+            report.sources[rec.source] += 1
+            yielded += 1
+            yield rec
+        if items == 0:
+            raise InputError(f"no {mod.INFO.looks_for} found in {src.path} (read as {fmt})")
+        if keep is not None:
+            missing = sorted(keep - set(present))
+            if missing:
+                listed = ", ".join(f"{k or '(none)'} ({v})" for k, v in sorted(present.items())) or "none"
+                raise ConfigError(f"split{'s' if len(missing) > 1 else ''} {', '.join(missing)} matched no "
+                                  f"record in {src.path}; present: {listed}")
+    if not yielded and mapper.failed:
+        raise mapper.error()  # no record could be mapped: the scheme asked for is the problem, not the data
+
+
+@dataclass
+class FaceSet:
+    """Records of one scheme in memory, with their points stacked: (N, K, 2), 0-based pixel (x, y)."""
+
+    records: list[FaceRecord]
+    scheme: str | None = None
+
+    def __post_init__(self) -> None:
+        schemes = {r.scheme for r in self.records}
+        if self.scheme is None and len(schemes) == 1:
+            self.scheme = schemes.pop()
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[FaceRecord]:
+        return iter(self.records)
+
+    def __getitem__(self, i: int) -> FaceRecord:
+        return self.records[i]
+
+    @property
+    def ids(self) -> list[str]:
+        return [r.id for r in self.records]
+
+    @property
+    def images(self) -> list[str]:
+        return [r.image for r in self.records]
+
+    @property
+    def points(self) -> np.ndarray:
+        if not self.records:
+            return np.zeros((0, 0, 2))
+        if len({r.scheme for r in self.records}) > 1:
+            raise ConfigError("this face set mixes schemes; load it with scheme= to stack its points")
+        return np.stack([r.points for r in self.records])
+
+    def take(self, index: Iterable[int]) -> FaceSet:
+        return FaceSet([self.records[i] for i in index], self.scheme)
+
+    def subset(self, n: int | None, seed: int | Sequence[int] = 0) -> FaceSet:
+        """``n`` records drawn without replacement by a seeded permutation, in their original
+        order; all of them when n is None or not smaller than the set."""
+        if n is None or n >= len(self):
+            return self
+        keep = np.sort(np.random.default_rng(seed).permutation(len(self))[:n])
+        return self.take(keep)
+
+
+def load(sources: DataSource | str | Path | Sequence[DataSource | str | Path], *, scheme: str | None = None,
+         mapping: str | None = None, strict: bool = False, progress: Progress | None = None,
+         check_images: bool = False, min_points: float = 0.0) -> tuple[FaceSet, Report]:
+    """Every good record of the sources in memory (see ``stream``), and the report of the rest."""
+    report = Report()
+    recs = list(stream(sources, scheme=scheme, mapping=mapping, strict=strict, report=report, progress=progress,
+                       check_images=check_images, min_points=min_points))
+    return FaceSet(recs, scheme), report
