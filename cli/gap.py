@@ -54,8 +54,8 @@ def report(
     t.add_column("value", justify="right")
     for stage, g in s["label_gap"].items():
         top = max(g["groups_pct"], key=g["groups_pct"].get)
-        t.add_row(f"label ({stage})", f"pose-matched mean offset, % {g['normaliser']}",
-                  f"{g['mean_pct']:.2f}% [{g['ci95_pct'][0]:.2f}, {g['ci95_pct'][1]:.2f}]")
+        t.add_row(f"label ({stage})", f"pose-matched mean offset, % {g['normaliser']} (bias-corrected)",
+                  f"{g['estimate_pct']:.2f}% [{g['ci95_pct'][0]:.2f}, {g['ci95_pct'][1]:.2f}]")
         t.add_row("", "noise floor (no offset at all)", f"{g['noise_floor_pct']:.2f}%")
         t.add_row("", "largest group", f"{top} {g['groups_pct'][top]:.2f}%")
     pg = s["pose_gap"]

@@ -168,9 +168,8 @@ def benchmark(
 ) -> None:
     """Train one detector five ways over an N_real sweep and report NME, CED and real-image equivalence."""
     import os
-    import shutil
 
-    from gapkit.bench import BenchConfig, default_config, run
+    from gapkit.bench import BenchConfig, Runner, default_config, run
 
     with job_errors():
         if config is not None:
@@ -181,8 +180,7 @@ def benchmark(
         run_name = name or ((cfg.name if config is not None else "default-sim") + ("-quick" if quick else ""))
         folder = out / run_name
         if fresh and folder.exists():
-            shutil.rmtree(folder / "cells", ignore_errors=True)
-            shutil.rmtree(folder / "models", ignore_errors=True)
+            Runner.discard(folder)
         if config is None:
             with progress_bar("simulating the default data") as bar:
                 task = bar.add_task("", total=None)

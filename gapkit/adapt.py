@@ -348,7 +348,7 @@ class LabelAdapter:
         try:
             with zipfile.ZipFile(p) as z:
                 meta = json.loads(z.read("meta.json"))
-                arrays = dict(np.load(io.BytesIO(z.read("weights.npz"))))
+                arrays = dict(np.load(io.BytesIO(z.read("weights.npz")), allow_pickle=False))
         except FileNotFoundError:
             raise
         except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:

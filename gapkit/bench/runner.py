@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gapkit.bench.config import BenchConfig, Grid, TrainSettings
+from gapkit.bench.config import STRATEGIES, BenchConfig, Grid, TrainSettings
 from gapkit.errors import GapkitError, InputError
 from gapkit.faceset import DataSource
 from gapkit.files import atomic_write_text
@@ -100,6 +101,22 @@ class Runner:
         atomic_write_text(saved, now, overwrite=True)
 
     # ---- bookkeeping ----------------------------------------------------------------
+    @staticmethod
+    def discard(out: Path) -> int:
+        """Remove the finished cells and trained models a run wrote into ``out`` (for --fresh),
+        and nothing else: other files in cells/ and models/ are the user's."""
+        names = "|".join(map(re.escape, STRATEGIES))
+        cell = re.compile(rf"^(?:{names})(?:_a[0-9.e+-]+)?_n\d+_s-?\d+\.json$")
+        model = re.compile(rf"^(?:{names}|synthetic_mapped)(?:_a[0-9.e+-]+)?(?:_n\d+)?_s-?\d+\.(?:pt|ckpt|tmp)$")
+        gone = 0
+        for folder, pattern in ((out / "cells", cell), (out / "models", model)):
+            if folder.is_dir():
+                for p in folder.iterdir():
+                    if p.is_file() and pattern.match(p.name):
+                        p.unlink()
+                        gone += 1
+        return gone
+
     def _cell_path(self, strategy: str, n: int, seed: int, alpha: float | None) -> Path:
         a = f"_a{alpha:g}" if alpha is not None else ""
         return self.out / "cells" / f"{strategy}{a}_n{n}_s{seed}.json"

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from gapkit.errors import FormatError, GapkitError, Problem
+from gapkit.errors import FormatError, GapkitError, OutputExistsError, Problem
 from gapkit.records import FaceRecord
 from gapkit.schemes import get_scheme
 
@@ -78,7 +78,7 @@ def prepare_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise GapkitError(f"{out} exists and is not a folder")
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise GapkitError(f"{out} is not empty; pass --overwrite to write into it")
+        raise OutputExistsError(f"{out} is not empty; pass --overwrite to write into it")
     out.mkdir(parents=True, exist_ok=True)
 
 
@@ -100,16 +100,17 @@ def place_image(rec: FaceRecord, dest: Path, mode: str = "link") -> None:
     if not src.is_file():
         raise FormatError(src, "image file is missing")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.exists():
-        if dest.samefile(src):
-            return
-        dest.unlink()
-    if mode == "none":
+    if mode == "none" or (dest.exists() and dest.samefile(src)):
         return
-    if mode == "link":
+    # beside dest first, then one rename: an overwritten image is never half there
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    try:
         try:
-            os.link(src, dest)
-            return
+            if mode != "link":
+                raise OSError
+            os.link(src, tmp)
         except OSError:
-            pass
-    shutil.copy2(src, dest)
+            shutil.copy2(src, tmp)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -36,8 +36,9 @@ class LabelGap:
     reference: np.ndarray          # (K, 2) B's mean shape, unit normaliser, y down
     offsets: np.ndarray            # (K, 2) pose-matched mean A - B
     raw_offsets: np.ndarray        # (K, 2) mean A - mean B, no pose matching
-    mean_pct: float                # mean over points of |offsets|
-    ci95: tuple[float, float]      # basic bootstrap over B faces (bias-corrected, clipped at 0)
+    mean_pct: float                # mean over points of |offsets| (biased upwards by noise)
+    estimate_pct: float            # bias-corrected mean_pct (2 mean_pct - mean of the bootstraps, >= 0)
+    ci95: tuple[float, float]      # basic bootstrap over B faces (bias-corrected, clipped at 0); holds estimate_pct
     noise_floor: float             # 95th percentile of mean_pct when no offset exists (sign flips)
     raw_mean_pct: float
     matched_share: float           # B faces with an A face within the caliper
@@ -56,7 +57,7 @@ class LabelGap:
         order = np.argsort(-mag)
         return {
             "scheme": self.scheme, "normaliser": self.normaliser, "n_a": self.n_a, "n_b": self.n_b,
-            "mean_pct": self.mean_pct, "ci95_pct": list(self.ci95), "noise_floor_pct": self.noise_floor, "raw_mean_pct": self.raw_mean_pct,
+            "mean_pct": self.mean_pct, "estimate_pct": self.estimate_pct, "ci95_pct": list(self.ci95), "noise_floor_pct": self.noise_floor, "raw_mean_pct": self.raw_mean_pct,
             "max_pct": float(mag.max()), "matched_share": self.matched_share, "groups_pct": self.groups,
             "largest_points": [int(i) for i in order[:10]],
             "per_point_pct": [[round(float(x), 4), round(float(y), 4)] for x, y in self.offsets],
@@ -144,12 +145,14 @@ def _matched_diffs(al_a: np.ndarray, al_b: np.ndarray, match: tuple) -> np.ndarr
     return np.einsum("nj,njkd->nkd", w, al_a[a_rows]) - al_b[b_rows]
 
 
-def _uncertainty(diffs: np.ndarray, seed: int, reps: int = 200) -> tuple[tuple[float, float], float]:
-    """Bootstrap CI and noise floor of the mean offset length over (M, K, 2) per-face differences.
+def _uncertainty(diffs: np.ndarray, seed: int, reps: int = 200) -> tuple[float, tuple[float, float], float]:
+    """Bias-corrected estimate, bootstrap CI and noise floor of the mean offset length over
+    (M, K, 2) per-face differences.
 
     A length is biased upwards by noise (|mean| > 0 even when the true offset is 0), so the CI is
     the basic (bias-corrected) bootstrap interval, and the noise floor is what the statistic
     reaches when each face's difference is sign-flipped at random, i.e. with no offset at all.
+    The estimate is corrected the same way (2 theta - mean of the bootstraps), so it lies in its CI.
     """
     rng = np.random.default_rng(seed)
 
@@ -160,7 +163,9 @@ def _uncertainty(diffs: np.ndarray, seed: int, reps: int = 200) -> tuple[tuple[f
     boots = [stat(diffs[rng.integers(0, len(diffs), len(diffs))]) for _ in range(reps)]
     lo, hi = np.percentile(boots, [2.5, 97.5])
     null = [stat(diffs * rng.choice([-1.0, 1.0], len(diffs))[:, None, None]) for _ in range(reps)]
-    return (max(0.0, 2 * theta - float(hi)), max(0.0, 2 * theta - float(lo))), float(np.percentile(null, 95))
+    ci = (max(0.0, 2 * theta - float(hi)), max(0.0, 2 * theta - float(lo)))
+    estimate = float(np.clip(2 * theta - float(np.mean(boots)), *ci))
+    return estimate, ci, float(np.percentile(null, 95))
 
 
 def label_gap(a: np.ndarray, b: np.ndarray, scheme: LandmarkScheme, pose_a: np.ndarray, pose_b: np.ndarray,
@@ -192,10 +197,10 @@ def label_gap(a: np.ndarray, b: np.ndarray, scheme: LandmarkScheme, pose_a: np.n
     diffs = _matched_diffs(al_a, al_b, match)
     if len(diffs) < 2:
         offsets = np.full_like(raw, np.nan)
-        ci, floor = (float("nan"), float("nan")), float("nan")
+        est, ci, floor = float("nan"), (float("nan"), float("nan")), float("nan")
     else:
         offsets = np.nanmean(diffs, 0)
-        ci, floor = _uncertainty(diffs, seed)
+        est, ci, floor = _uncertainty(diffs, seed)
     mag = np.linalg.norm(offsets, axis=1)
 
     flat_a = np.nan_to_num(al_a.reshape(len(a), -1) - ref.reshape(-1) * 100)
@@ -214,7 +219,7 @@ def label_gap(a: np.ndarray, b: np.ndarray, scheme: LandmarkScheme, pose_a: np.n
     modes.sort(key=lambda m: -abs(m["effect_size"]))
     return LabelGap(
         scheme=scheme.name, normaliser=name, n_a=len(a), n_b=len(b), reference=ref, offsets=offsets,
-        raw_offsets=raw, mean_pct=float(mag.mean()), ci95=ci, noise_floor=floor,
+        raw_offsets=raw, mean_pct=float(mag.mean()), estimate_pct=est, ci95=ci, noise_floor=floor,
         raw_mean_pct=float(np.linalg.norm(raw, axis=1).mean()), matched_share=len(diffs) / len(b),
         groups={g: float(mag[i].mean()) for g, i in scheme.groups.items()},
         frechet=fd, mmd=mmd, mmd_p=p, modes=modes[:3],

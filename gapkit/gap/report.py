@@ -110,7 +110,7 @@ def plot_label_gap(gaps: dict[str, LabelGap], names: tuple[str, str], path: Path
         ax.quiver(ref[:, 0], ref[:, 1], off[:, 0] * gain, off[:, 1] * gain, mag, angles="xy", scale_units="xy",
                   scale=1, cmap="inferno_r", clim=(0, top), width=0.006)
         sc = ax.scatter(ref[:, 0], ref[:, 1], c=mag, cmap="inferno_r", vmin=0, vmax=top, s=14, zorder=3)
-        ax.set_title(f"{stage}: mean {g.mean_pct:.2f}% [{g.ci95[0]:.2f}, {g.ci95[1]:.2f}], floor {g.noise_floor:.2f}%\n"
+        ax.set_title(f"{stage}: mean {g.estimate_pct:.2f}% [{g.ci95[0]:.2f}, {g.ci95[1]:.2f}], floor {g.noise_floor:.2f}%\n"
                      f"max {np.nanmax(mag):.2f}%, arrows x{gain:.0f}", fontsize=10)
         ax.set_aspect("equal")
         ax.invert_yaxis()
@@ -330,11 +330,11 @@ def markdown(s: dict) -> str:
               "for a labelling difference.", "",
               "The noise floor is what the mean offset reaches with no offset at all (95th percentile, "
               "per-face differences sign-flipped): a gap at or under it is zero within what these faces can show.",
-              "", "| stage | mean offset (95% CI) | noise floor | max | unmatched mean | largest group | Fréchet | MMD² (p) |",
+              "", "| stage | mean offset, bias-corrected (95% CI) | noise floor | max | unmatched mean | largest group | Fréchet | MMD² (p) |",
               "|---|---|---|---|---|---|---|---|"]
     for stage, g in s["label_gap"].items():
         top = max(g["groups_pct"], key=g["groups_pct"].get)
-        lines.append(f"| {stage} | {_fmt(g['mean_pct'], '%')} ({_fmt(g['ci95_pct'][0])}-{_fmt(g['ci95_pct'][1])}) "
+        lines.append(f"| {stage} | {_fmt(g['estimate_pct'], '%')} ({_fmt(g['ci95_pct'][0])}-{_fmt(g['ci95_pct'][1])}) "
                      f"| {_fmt(g['noise_floor_pct'], '%')} | {_fmt(g['max_pct'], '%')} | {_fmt(g['raw_mean_pct'], '%')} | {top} "
                      f"{_fmt(g['groups_pct'][top], '%')} | {_fmt(g['frechet'], '', 1)} | {g['mmd2']:.4f} ({g['mmd_p']:.3f}) |")
     last = list(s["label_gap"].values())[-1]

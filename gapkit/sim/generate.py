@@ -151,7 +151,10 @@ def generate(out: str | Path, cfg: SimConfig, workers: int = 1, overwrite: bool 
              progress: Callable[[int], None] | None = None) -> Path:
     """Write ``cfg.n`` samples and ``manifest.jsonl`` into the folder ``out``; returns the manifest.
 
-    Files go to a temporary folder beside ``out`` that replaces it only when all is written.
+    Files are written to a temporary folder beside ``out`` first. A new ``out`` is that folder,
+    renamed. With ``overwrite`` an existing ``out`` keeps everything it holds that this command
+    did not write: each new file replaces its namesake atomically, and of the old files only
+    those the previous run listed in its ``SIM.json`` are removed; the manifest comes last.
     """
     cfg.check()
     out = Path(out)
@@ -178,14 +181,36 @@ def generate(out: str | Path, cfg: SimConfig, workers: int = 1, overwrite: bool 
                         progress(len(c))
         records = [FaceRecord(**dict(r, image=str(tmp / r["image"]))) for r in rows]
         write_manifest(records, tmp / "manifest.jsonl")
-        (tmp / "SIM.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
+        files = sorted(f.name for f in tmp.iterdir())
+        (tmp / SIM_FILE).write_text(json.dumps({**asdict(cfg), "files": [*files, SIM_FILE]}, indent=1) + "\n")
+        if not out.exists():
+            os.replace(tmp, out)
+        else:
+            _replace_into(tmp, out, files)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out / "manifest.jsonl"
+
+
+SIM_FILE = "SIM.json"
+
+
+def _written_before(out: Path) -> set[str]:
+    """The files a previous `gapkit sim` wrote into ``out``, as its SIM.json lists them."""
+    try:
+        listed = json.loads((out / SIM_FILE).read_text()).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {f for f in listed if isinstance(f, str) and Path(f).name == f}
+
+
+def _replace_into(tmp: Path, out: Path, files: list[str]) -> None:
+    old = _written_before(out)
+    last = ("manifest.jsonl", SIM_FILE)  # a reader never sees a manifest naming images not there yet
+    for name in [f for f in files if f not in last] + list(last):
+        os.replace(tmp / name, out / name)
+    for name in sorted(old - set(files) - set(last)):
+        (out / name).unlink(missing_ok=True)
 
 
 def contact_sheet(path: str | Path, cfg: SimConfig, n: int = 8, overwrite: bool = False) -> Path:

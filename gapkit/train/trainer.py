@@ -7,6 +7,7 @@ distance, so it is the NME the benchmark reports; missing (NaN) points are left 
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import threading
@@ -114,13 +115,14 @@ def train(sources: Sequence[Source], cfg: TrainConfig, init: dict | None = None,
         model.load_state_dict(init)
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(cfg.warmup, 1))
-                                              * 0.5 * (1 + np.cos(np.pi * min(s, cfg.steps) / cfg.steps)))
+    # a plain float (not a NumPy scalar), so the checkpoint loads with weights_only=True
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: float(min(1.0, (s + 1) / max(cfg.warmup, 1))
+                                              * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps))))
     use_amp = cfg.amp and device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start = 0
     if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        state = torch.load(checkpoint, map_location=device, weights_only=True)  # tensors and plain types, never pickles
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
@@ -157,7 +159,6 @@ def train(sources: Sequence[Source], cfg: TrainConfig, init: dict | None = None,
                         "step": step + 1, "config": asdict(cfg)}, tmp)
             os.replace(tmp, checkpoint)
     model.eval().cpu()
-    model.final_loss = loss_v
     return model
 
 
