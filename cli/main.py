@@ -132,9 +132,12 @@ def sim(
     seed: int = 0,
     visual_gap: Annotated[float, typer.Option(help="0: synthetic images look real; 1: clean renders")] = 1.0,
     label_gap: Annotated[float, typer.Option(help="0: synthetic labels follow human semantics; 1: projected 3-D")] = 1.0,
-    max_yaw: Annotated[float, typer.Option(help="pose range, degrees")] = 60.0,
-    max_pitch: float = 30.0,
-    max_roll: float = 30.0,
+    max_yaw: Annotated[float, typer.Option(
+        help="yaw bound, degrees: synthetic uniform in ±this; real normal (sd this/3) clipped to ±this")] = 60.0,
+    max_pitch: Annotated[float, typer.Option(
+        help="pitch bound, degrees: synthetic uniform in ±0.7×this; real normal (sd this/3.5) clipped to ±this")] = 30.0,
+    max_roll: Annotated[float, typer.Option(
+        help="roll bound, degrees: synthetic uniform in ±0.5×this; real normal (sd this/4) clipped to ±this")] = 30.0,
     split: Annotated[str, typer.Option(help="split name written into the records")] = "",
     workers: Annotated[int, typer.Option(help="processes (0: all cores)")] = 0,
     preview: Annotated[Path | None, typer.Option(help="also draw a contact sheet of both domains here")] = None,
@@ -217,11 +220,12 @@ def schemes(name: Annotated[str | None, typer.Argument(help="show one scheme in 
     except GapkitError as exc:
         fail(exc)
     t = Table(title="landmark schemes")
-    for col in ("scheme", "K", "contour", "normalisers", "description"):
-        t.add_column(col)
+    for col in ("scheme", "K", "contour", "normalisers"):
+        t.add_column(col, no_wrap=True)
+    t.add_column("description", overflow="fold", ratio=1)  # wrapped at words, never cut
     for n in scheme_names():
         s = get_scheme(n)
-        t.add_row(n, str(s.num_points), s.contour_semantics, ", ".join(s.normalisers), s.description[:70])
+        t.add_row(n, str(s.num_points), s.contour_semantics, ", ".join(s.normalisers), s.description)
     console.print(t)
     m = Table(title="mappings (gapkit convert --scheme TARGET [--mapping NAME])")
     for col in ("mapping", "from", "to", "kind"):
@@ -232,15 +236,34 @@ def schemes(name: Annotated[str | None, typer.Argument(help="show one scheme in 
 
 
 @app.command()
-def formats() -> None:
-    """List the formats gapkit reads and writes."""
-    from gapkit.formats import FORMATS
+def formats(name: Annotated[str | None, typer.Argument(help="show one format's options in full")] = None) -> None:
+    """List the formats gapkit reads and writes, what they store and their -O options."""
+    from rich.markup import escape
 
-    t = Table(title="formats")
-    for col in ("format", "read", "write", "about"):
-        t.add_column(col)
-    for name, mod in FORMATS.items():
-        t.add_row(name, "yes", "yes" if hasattr(mod, "write") else "-", (mod.__doc__ or "").strip().splitlines()[0])
+    from gapkit.formats import FORMATS, info
+    from gapkit.formats.common import CAPABILITIES
+
+    if name:
+        with job_errors():
+            fi = info(name)
+        console.print(f"[bold]{fi.name}[/bold]: {escape(fi.about)}", highlight=False)
+        console.print(f"  reads {escape(fi.looks_for)}" + (f"; files ending {', '.join(fi.files)}" if fi.files else ""),
+                      highlight=False)
+        console.print("  stores: " + (", ".join(CAPABILITIES[c] for c in sorted(fi.stores)) or "points only"))
+        for side, opts in (("read", fi.read_options), ("write", fi.write_options)):
+            for k, v in opts.items():
+                console.print(f"  {side} -O {k}=...: {escape(v)}", highlight=False)
+        return
+    t = Table(title="formats (gapkit formats NAME: options in full)")
+    for col in ("format", "write", "files"):
+        t.add_column(col, no_wrap=True)
+    for col in ("about", "stores", "-O options"):
+        t.add_column(col, overflow="fold")
+    for fname, mod in FORMATS.items():
+        fi = mod.INFO
+        t.add_row(fname, "yes" if hasattr(mod, "write") else "-", " ".join(fi.files) or "folder",
+                  escape(fi.about), ", ".join(sorted(fi.stores)) or "-",
+                  ", ".join([*fi.read_options, *(f"{k} (write)" for k in fi.write_options)]) or "-")
     console.print(t)
 
 

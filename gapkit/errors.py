@@ -50,7 +50,7 @@ class FormatError(GapkitError):
         self.line = line
         self.reason = clip(reason, MAX_REASON)
         reason = self.reason
-        where = f"{self.path}:{line}" if line is not None else self.path
+        where = clip(self.path, MAX_REASON) + (f":{line}" if line is not None else "")
         super().__init__(f"{where}: {reason}")
 
     def problem(self) -> Problem:

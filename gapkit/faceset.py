@@ -106,6 +106,15 @@ def _present(src: DataSource, mod) -> str:
     return ", ".join(f"{k or '(none)'} ({v})" for k, v in sorted(counts.items())) or "no readable records"
 
 
+def _read(mod, src: DataSource) -> Iterator[FaceRecord | Problem]:
+    """The reader's stream; a file that cannot be opened at all (a symlink loop, a device)
+    stops the job with its name rather than a traceback."""
+    try:
+        yield from mod.read(src.path, **src.options)
+    except OSError as exc:
+        raise InputError(f"{exc.filename or src.path}: cannot read ({exc.strerror or exc})") from None
+
+
 class _Mapping:
     """Per-scheme mappers into one target, cached; a scheme that cannot be mapped is a
     per-record problem (a mixed manifest keeps its mappable records)."""
@@ -166,7 +175,7 @@ def stream(sources: DataSource | str | Path | Sequence[DataSource | str | Path],
         keep = set(src.splits) if src.splits else None
         present: Counter = Counter()
         items = 0
-        for item in mod.read(src.path, **src.options):
+        for item in _read(mod, src):
             items += 1
             if progress:
                 progress(1)
@@ -179,7 +188,8 @@ def stream(sources: DataSource | str | Path | Sequence[DataSource | str | Path],
                 report.filtered += 1
                 continue
             if item.id in seen:
-                report.add(Problem(item.image, None, f"duplicate record id {item.id!r}"), strict)
+                report.add(Problem(str(src.path), None, f"duplicate record id {item.id!r} (image {item.image})"),
+                           strict)
                 continue
             seen.add(item.id)
             if check_images:
@@ -204,7 +214,7 @@ def stream(sources: DataSource | str | Path | Sequence[DataSource | str | Path],
             yielded += 1
             yield rec
         if items == 0:
-            raise InputError(f"no {mod.INFO.looks_for} found in {src.path} (read as {fmt})")
+            raise InputError(f"{src.path} holds nothing {fmt} reads: looked for {mod.INFO.looks_for}")
         if keep is not None:
             missing = sorted(keep - set(present))
             if missing:

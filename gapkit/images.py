@@ -44,7 +44,11 @@ def _truncated(p: Path, fmt: str | None) -> bool:
 def image_size(path: str | Path, decode: bool = False) -> tuple[int, int]:
     """(width, height) of a whole image file, or a FormatError that names the file and why."""
     p = Path(path)
-    if not p.is_file():
+    try:
+        present = p.is_file()
+    except OSError as exc:  # a name too long, a loop of links
+        raise FormatError(p, f"cannot open image ({exc.strerror})") from None
+    if not present:
         raise FormatError(p, "image file is missing")
     try:
         if p.stat().st_size == 0:

@@ -185,7 +185,7 @@ def read_manifest(path: str | Path) -> Iterator[FaceRecord | Problem]:
     """Stream records from a .jsonl manifest; bad lines come out as Problems."""
     path = Path(path)
     base = Path(os.path.abspath(path.parent))  # symlinks kept: paths stay as the user gave them
-    with open(path, encoding="utf-8-sig") as f:
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue

@@ -298,3 +298,14 @@ def test_app_serves_the_dataset_to_a_real_browser(fo_env, faces, tmp_path):
     assert "App stopped" in (tmp_path / "app.log").read_text()
     with pytest.raises(OSError):
         urllib.request.urlopen(base, timeout=2)
+
+
+def test_dataset_folders_with_a_domain_each(fo_env, fixtures):
+    from gapkit.faceset import DataSource
+
+    gfo, _ = fo_env
+    sources = [DataSource(path=fixtures / "300w", format="300w"), DataSource(path=fixtures / "facesynthetics")]
+    ds, problems = gfo.build_dataset(sources, "gapkit-test-folders", domain=["real", "synthetic"], embeddings=None)
+    assert not problems and len(ds) == 7
+    assert sorted(ds.count_values("domain").items()) == [("real", 5), ("synthetic", 2)]
+    ds.delete()

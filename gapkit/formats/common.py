@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from gapkit.errors import FormatError, GapkitError, OutputExistsError, Problem
+from gapkit.errors import FormatError, GapkitError, OutputExistsError, Problem, clip
 from gapkit.records import FaceRecord
 from gapkit.schemes import get_scheme
 
@@ -42,6 +42,13 @@ class FormatInfo:
         unknown = set(self.stores) - set(CAPABILITIES)
         if unknown:
             raise ValueError(f"{self.name}: unknown capabilities {sorted(unknown)}")
+
+
+def on_line(exc: FormatError, path: Path, lineno: int) -> Problem:
+    """A one-file format's problem at its own file and line, naming the image when that is the trouble."""
+    if exc.path == str(path):
+        return exc.problem()
+    return Problem(str(path), lineno, f"{clip(exc.path, 120)}: {exc.reason}")
 
 
 def absolute(path: str | Path) -> str:

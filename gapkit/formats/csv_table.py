@@ -18,7 +18,7 @@ import numpy as np
 
 from gapkit.errors import FormatError, Problem
 from gapkit.files import atomic_open, check_output
-from gapkit.formats.common import FormatInfo, absolute, scheme_for
+from gapkit.formats.common import FormatInfo, absolute, on_line, scheme_for
 from gapkit.formats.pts import format_coord
 from gapkit.images import image_size
 from gapkit.records import FaceRecord, make_record
@@ -44,7 +44,7 @@ def read(src: str | Path, images: str | Path | None = None, scheme: str | None =
          headerless: bool | None = None, split: str = "") -> Iterator[FaceRecord | Problem]:
     path = Path(src)
     root = Path(images) if images else path.parent
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
         rows = csv.reader(f)
         try:
             first = next(rows)
@@ -58,8 +58,11 @@ def read(src: str | Path, images: str | Path | None = None, scheme: str | None =
             if missing:
                 yield Problem(str(path), 1, f"header lacks columns {', '.join(missing)}")
                 return
-        pending = [] if has_header else [(1, first)]
-        for lineno, row in [*pending, *((i, r) for i, r in enumerate(rows, start=2))]:
+        pending = [] if has_header else [(1, first, None)]
+        for lineno, row, error in [*pending, *_rows(rows)]:
+            if error is not None:
+                yield Problem(str(path), lineno, f"unreadable CSV row: {error}")
+                continue
             if not any(c.strip() for c in row):
                 continue
             try:
@@ -68,9 +71,23 @@ def read(src: str | Path, images: str | Path | None = None, scheme: str | None =
                 else:
                     yield _with_header(path, lineno, dict(zip(header, row, strict=False)), header, root)
             except FormatError as exc:
-                yield exc.problem()
+                yield on_line(exc, path, lineno)
             except ValueError as exc:
                 yield Problem(str(path), lineno, f"bad value: {exc}")
+
+
+def _rows(rows) -> Iterator[tuple[int, list[str] | None, str | None]]:
+    """(line, row, None) or (line, None, why): one unparsable row (a field over the csv
+    module's size limit, a stray quote) is one problem, not the end of the file."""
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield rows.line_num, None, str(exc)
+            continue
+        yield rows.line_num, row, None
 
 
 def _headerless(path: Path, lineno: int, row: list[str], root: Path, scheme: str | None, split: str) -> FaceRecord:

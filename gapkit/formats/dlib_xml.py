@@ -60,6 +60,8 @@ def _record(path, root, image, name, n, box, scheme, num_points) -> FaceRecord:
         xy = [(float(p.get("x")), float(p.get("y"))) for p in parts]
     except (TypeError, ValueError):
         raise FormatError(path, f"{name} box {n}: part name, x or y is not a number") from None
+    if not np.isfinite(xy).all():  # dlib leaves a missing part out; it never writes nan or inf
+        raise FormatError(path, f"{name} box {n}: non-finite part coordinate")
     k = num_points or (68 if max(idx) < 68 and max(idx) >= 5 else max(idx) + 1)
     pts = np.full((k, 2), np.nan)
     for i, p in zip(idx, xy, strict=True):

@@ -62,7 +62,7 @@ def read(src: str | Path, subset: str = "all", scheme: str | None = None,
     base = root.parent if root.is_file() else root
     wanted = SUBSETS[subset]
     for i in range(0, len(files), chunk):
-        tagged = [(f, split_of(f.resolve())) for f in files[i:i + chunk]]
+        tagged = [(f, split_of(Path(absolute(f)))) for f in files[i:i + chunk]]
         batch = [(f, where) for f, where in tagged if where[0] in wanted]
         for (f, where), pts in zip(batch, read_pts_many([f for f, _ in batch]), strict=True):
             if isinstance(pts, FormatError):

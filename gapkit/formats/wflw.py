@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from gapkit.errors import FormatError, Problem
-from gapkit.formats.common import FormatInfo, absolute
+from gapkit.formats.common import FormatInfo, absolute, on_line
 from gapkit.images import image_size
 from gapkit.records import FaceRecord, make_record
 
@@ -37,14 +37,14 @@ def read(src: str | Path, images: str | Path | None = None, split: str = "") -> 
     if not split:
         split = "test" if "test" in path.name else "train" if "train" in path.name else ""
     seen: dict[str, int] = {}
-    with open(path, encoding="utf-8-sig") as f:
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
                 yield _record(path, lineno, line, images, split, seen)
             except FormatError as exc:
-                yield exc.problem()
+                yield on_line(exc, path, lineno)
 
 
 def _record(path: Path, lineno: int, line: str, images: Path, split: str, seen: dict) -> FaceRecord:
