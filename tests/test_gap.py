@@ -84,6 +84,8 @@ def test_label_gap_is_about_zero_without_a_label_gap_and_large_with_one(sim_sets
     assert without.mean_pct < 0.8 and without.mean_pct < 1.5 * without.noise_floor  # at the noise floor
     assert with_gap.mean_pct > 2.5 * without.mean_pct and with_gap.mean_pct > 3 * with_gap.noise_floor
     assert with_gap.ci95[0] > without.ci95[1]
+    for g in (with_gap, without):  # the reported estimate is the bias-corrected one, inside its own CI
+        assert g.ci95[0] <= g.estimate_pct <= g.ci95[1] and g.estimate_pct <= g.mean_pct
     assert max(with_gap.groups, key=with_gap.groups.get) == "jaw"
     # Pose matching is what takes the pose mix out: the unmatched difference is far larger.
     assert without.raw_mean_pct > 2 * without.mean_pct

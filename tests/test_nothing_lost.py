@@ -153,3 +153,33 @@ def test_benchmark_fresh_discards_only_its_cells_and_models(tmp_path):
         p.write_text("{}")
     assert Runner.discard(tmp_path) == 4
     assert all(p.exists() for p in mine) and not any(p.exists() for p in ours)
+
+
+def test_listings_show_whole_descriptions_and_plain_text(monkeypatch):
+    from gapkit.cli import ui
+    from gapkit.schemes import get_scheme, scheme_names
+
+    monkeypatch.setattr(ui.console, "_width", 300)  # wide enough that no word is folded
+
+    out = " ".join(run("schemes").output.replace("│", " ").split())
+    for name in scheme_names():  # every word of every description, none cut off
+        words = get_scheme(name).description.split()
+        assert all(w in out for w in words), name
+    out = " ".join(run("formats").output.replace("│", " ").split())
+    for mod in FORMATS.values():
+        assert all(w in out for w in mod.INFO.about.split()), mod.INFO.name
+    assert "[bold]" not in out and "``" not in out
+
+
+def test_sim_pose_help_says_what_the_bounds_do():
+    out = " ".join(run("sim", "--help").output.replace("│", " ").split())
+    assert "±0.7×this" in out and "±0.5×this" in out
+
+
+def test_adapt_fit_takes_options_per_side(shared, tmp_path):
+    dg = shared / "datagen_dgutils"
+    res = run("adapt", "fit", "--source", dg, "--source-from", "datagen", "-S", "keypoints=dense",
+              "--target", dg, "--target-from", "datagen", "-T", "keypoints=standard",
+              "-o", tmp_path / "a.gka", "--head", "linear")
+    assert res.exit_code == 0, res.output
+    assert "mediapipe468 -> datagen68" in res.output and (tmp_path / "a.gka").is_file()
