@@ -4,6 +4,7 @@ labels each strategy trained on, nested N_real subsets, no leakage, resume, and 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -116,3 +117,14 @@ def test_config_from_toml_resolves_paths_and_rejects_unknown_keys(tmp_path):
     (tmp_path / "bad.toml").write_text('[real_train]\npath = "a"\nbogus = 1\n')
     with pytest.raises(Exception, match="bad.toml"):
         BenchConfig.from_toml(tmp_path / "bad.toml")
+
+
+def test_a_pool_of_two_folders_is_one_training_set(shared):
+    from gapkit.bench.runner import _load
+
+    cfg = BenchConfig.from_toml(Path(__file__).parents[1] / "examples/bench-300w-1675.toml")
+    assert [d.path.name for d in cfg.real_train] == ["300w", "300w_extra"]
+    pool = _load(cfg.real_train, cfg.target_scheme, "real_train", print)
+    test = _load(cfg.real_test, cfg.target_scheme, "real_test", print)
+    assert len(pool) == 1675 and len({r.id for r in pool}) == 1675 and len(test) == 224
+    assert not {r.image for r in pool} & {r.image for r in test}
