@@ -183,3 +183,15 @@ def test_adapt_fit_takes_options_per_side(shared, tmp_path):
               "-o", tmp_path / "a.gka", "--head", "linear")
     assert res.exit_code == 0, res.output
     assert "mediapipe468 -> datagen68" in res.output and (tmp_path / "a.gka").is_file()
+
+
+def test_a_manifest_of_mixed_schemes_keeps_what_maps(tmp_path, fixtures):
+    from gapkit.records import write_manifest
+
+    recs = [*load(fixtures / "300w")[0].records[:2], *load(fixtures / "facesynthetics")[0].records[:1]]
+    five = recs[0].model_copy(update={"id": "five", "scheme": "dlib5", "points": recs[0].points[:5], "visible": None})
+    write_manifest([*recs, five], tmp_path / "mixed.jsonl")
+    res = run("convert", tmp_path / "mixed.jsonl", tmp_path / "out.jsonl", "--scheme", "ibug68")
+    assert res.exit_code == 1 and "'five'" in res.output and "dlib5" in res.output
+    out = load(tmp_path / "out.jsonl")[0]
+    assert len(out) == 3 and out.scheme == "ibug68" and out.points.shape == (3, 68, 2)
