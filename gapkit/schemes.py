@@ -87,9 +87,6 @@ class LandmarkScheme(BaseModel):
         out = {i for g in self.outline for i in self.groups[g]}
         return np.array([i for i in range(self.num_points) if i not in out])
 
-    def index(self, name: str) -> int:
-        return self.points.index(name)
-
     def flip_points(self, points: np.ndarray, width: float) -> np.ndarray:
         """Mirror (..., K, 2) points horizontally in an image of ``width`` pixels.
 

@@ -89,12 +89,6 @@ EXPRESSION_MODES = np.stack([
 ])
 
 
-def skull_front_z(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    (cx, cy, cz), (a, b, c) = SKULL["centre"], SKULL["radii"]
-    q = 1 - ((x - cx) / a) ** 2 - ((y - cy) / b) ** 2
-    return cz + c * np.sqrt(np.clip(q, 0, None))
-
-
 @dataclass
 class Face:
     """One face's geometry: 3-D landmarks and pose, in head units."""
