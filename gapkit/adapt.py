@@ -25,7 +25,7 @@ import numpy as np
 from gapkit import __version__
 from gapkit.align import generalised_procrustes, procrustes
 from gapkit.devices import resolve_device as _resolve
-from gapkit.errors import AdapterError, GapkitError
+from gapkit.errors import AdapterError, GapkitError, InputError
 from gapkit.files import atomic_open
 from gapkit.schemes import get_scheme
 
@@ -350,7 +350,7 @@ class LabelAdapter:
                 meta = json.loads(z.read("meta.json"))
                 arrays = dict(np.load(io.BytesIO(z.read("weights.npz")), allow_pickle=False))
         except FileNotFoundError:
-            raise
+            raise InputError(f"{p}: no such adapter file") from None
         except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
             raise AdapterError(f"{p}: not a gapkit adapter file ({exc})") from None
         if meta.get("kind") != FILE_KIND or meta.get("file_version") != FILE_VERSION:
