@@ -14,12 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from gapkit.errors import FormatError, Problem
+from gapkit.errors import Problem
 from gapkit.faceset import DataSource, Progress, Report, stream
 from gapkit.files import atomic_write_text
 from gapkit.formats import get_format
-from gapkit.images import image_size
-from gapkit.records import FaceRecord
 
 __all__ = ["Report", "convert", "validate", "write_report"]
 
@@ -63,13 +61,7 @@ def validate(src: str | Path, from_fmt: str | None, *, strict: bool = False, spl
     duplicate_shapes = 0
     source = DataSource(path=Path(src), format=from_fmt, splits=list(splits) if splits else None,
                         options=dict(read_options or {}))
-    for rec in stream(source, strict=strict, report=report, progress=progress):
-        try:
-            image_size(rec.image, decode=True)
-        except FormatError as exc:
-            report.add(exc.problem(), strict)
-            _uncount(report, rec)
-            continue
+    for rec in stream(source, strict=strict, report=report, progress=progress, check_images="decode"):
         sizes.append((rec.width, rec.height))
         out = int(rec.outside().sum())
         outside_records += out > 0
@@ -96,13 +88,6 @@ def validate(src: str | Path, from_fmt: str | None, *, strict: bool = False, spl
         "duplicate_shapes": duplicate_shapes,
     }
     return report
-
-
-def _uncount(report: Report, rec: FaceRecord) -> None:
-    for counter, key in ((report.schemes, rec.scheme), (report.splits, rec.split), (report.sources, rec.source)):
-        counter[key] -= 1
-        if counter[key] <= 0:
-            del counter[key]
 
 
 def write_report(report: Report, path: str | Path, overwrite: bool = False) -> None:

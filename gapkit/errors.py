@@ -49,9 +49,8 @@ class FormatError(GapkitError):
         self.path = str(path)
         self.line = line
         self.reason = clip(reason, MAX_REASON)
-        reason = self.reason
         where = clip(self.path, MAX_REASON) + (f":{line}" if line is not None else "")
-        super().__init__(f"{where}: {reason}")
+        super().__init__(f"{where}: {self.reason}")
 
     def problem(self) -> Problem:
         return Problem(path=self.path, line=self.line, reason=self.reason)

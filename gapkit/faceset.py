@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -66,18 +67,14 @@ class Report:
                 "stats": self.stats, "problems": [p.to_dict() for p in self.problems]}
 
 
-def as_sources(src: DataSource | str | Path | Sequence[DataSource | str | Path], fmt: str | None = None,
-               splits: Iterable[str] | None = None, options: dict | None = None) -> list[DataSource]:
-    """One or more sources from what a caller holds: DataSources, or paths sharing fmt/splits/options."""
+def as_sources(src: DataSource | str | Path | Sequence[DataSource | str | Path]) -> list[DataSource]:
+    """One or more sources from what a caller holds: DataSources, or paths (format guessed)."""
     items = src if isinstance(src, list | tuple) else [src]
-    out = []
-    for s in items:
-        if isinstance(s, DataSource):
-            out.append(s)
-        else:
-            out.append(DataSource(path=Path(s), format=fmt, splits=list(splits) if splits else None,
-                                  options=dict(options or {})))
-    return out
+    return [s if isinstance(s, DataSource) else DataSource(path=Path(s)) for s in items]
+
+
+def _listed(counts: Counter) -> str:
+    return ", ".join(f"{k or '(none)'} ({v})" for k, v in sorted(counts.items()))
 
 
 def open_source(src: DataSource):
@@ -103,7 +100,7 @@ def open_source(src: DataSource):
 
 def _present(src: DataSource, mod) -> str:
     counts = Counter(r.split for r in mod.read(src.path, **src.options) if isinstance(r, FaceRecord))
-    return ", ".join(f"{k or '(none)'} ({v})" for k, v in sorted(counts.items())) or "no readable records"
+    return _listed(counts) or "no readable records"
 
 
 def _read(mod, src: DataSource) -> Iterator[FaceRecord | Problem]:
@@ -122,7 +119,6 @@ class _Mapping:
     def __init__(self, target: str | None, via: str | None):
         self.target, self.via = target, via
         self._cache: dict[str, Mapper | GapkitError] = {}
-        self.failed = 0
 
     def error(self) -> GapkitError | None:
         return next((m for m in self._cache.values() if isinstance(m, GapkitError)), None)
@@ -137,7 +133,6 @@ class _Mapping:
                 self._cache[rec.scheme] = exc
         m = self._cache[rec.scheme]
         if isinstance(m, GapkitError):
-            self.failed += 1
             return Problem(rec.image, None, f"record {rec.id!r}: {m}")
         return map_record(rec, m)
 
@@ -154,12 +149,12 @@ def map_record(rec: FaceRecord, mapper: Mapper) -> FaceRecord:
 
 def stream(sources: DataSource | str | Path | Sequence[DataSource | str | Path], *, scheme: str | None = None,
            mapping: str | None = None, strict: bool = False, report: Report | None = None,
-           progress: Progress | None = None, check_images: bool = False,
+           progress: Progress | None = None, check_images: bool | Literal["decode"] = False,
            min_points: float = 0.0) -> Iterator[FaceRecord]:
     """Good records of every source, in order, mapped to ``scheme`` when given.
 
     Bad records, duplicate ids (across all sources), unmappable schemes, images that do not
-    open (``check_images``: header and end marker) and records with fewer than
+    open (``check_images``: header and end marker; ``"decode"``: every pixel too) and records with fewer than
     ``min_points`` (a fraction) of their points left after mapping go to ``report.problems``.
     Raises InputError when a source holds nothing of its format, ConfigError when a
     requested split matched no record (listing the splits present).
@@ -194,7 +189,7 @@ def stream(sources: DataSource | str | Path | Sequence[DataSource | str | Path],
             seen.add(item.id)
             if check_images:
                 try:
-                    image_size(item.image)
+                    image_size(item.image, decode=check_images == "decode")
                 except FormatError as exc:
                     report.add(exc.problem(), strict)
                     continue
@@ -218,10 +213,9 @@ def stream(sources: DataSource | str | Path | Sequence[DataSource | str | Path],
         if keep is not None:
             missing = sorted(keep - set(present))
             if missing:
-                listed = ", ".join(f"{k or '(none)'} ({v})" for k, v in sorted(present.items())) or "none"
                 raise ConfigError(f"split{'s' if len(missing) > 1 else ''} {', '.join(missing)} matched no "
-                                  f"record in {src.path}; present: {listed}")
-    if not yielded and mapper.failed:
+                                  f"record in {src.path}; present: {_listed(present) or 'none'}")
+    if not yielded and mapper.error() is not None:
         raise mapper.error()  # no record could be mapped: the scheme asked for is the problem, not the data
 
 
@@ -276,7 +270,7 @@ class FaceSet:
 
 def load(sources: DataSource | str | Path | Sequence[DataSource | str | Path], *, scheme: str | None = None,
          mapping: str | None = None, strict: bool = False, progress: Progress | None = None,
-         check_images: bool = False, min_points: float = 0.0) -> tuple[FaceSet, Report]:
+         check_images: bool | Literal["decode"] = False, min_points: float = 0.0) -> tuple[FaceSet, Report]:
     """Every good record of the sources in memory (see ``stream``), and the report of the rest."""
     report = Report()
     recs = list(stream(sources, scheme=scheme, mapping=mapping, strict=strict, report=report, progress=progress,

@@ -97,7 +97,7 @@ class ManifestDatasetImporter(foud.GenericSampleDatasetImporter):
             if dataset_dir is None:
                 raise GapkitError("give dataset_dir (a folder with manifest.jsonl) or manifest")
             manifest = Path(dataset_dir) / "manifest.jsonl"
-        self.sources = as_sources(list(manifest) if isinstance(manifest, list | tuple) else manifest)
+        self.sources = as_sources(manifest)
         domains = list(domain) if isinstance(domain, list | tuple) else [domain] * len(self.sources)
         if len(domains) != len(self.sources):
             raise GapkitError(f"{len(domains)} domains for {len(self.sources)} inputs: give one, or one per input")

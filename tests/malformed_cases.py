@@ -196,15 +196,13 @@ def _special(kind: str, target: Path, root: Path) -> bool:
 
 def build(fmt: str, kind: str, root: Path) -> tuple[Path, str, set[str] | None, str]:
     """Write the case under ``root``; return (path to read, format, ids that must be read, victim name)."""
-    from gapkit.faceset import load
+    from gapkit.faceset import DataSource, load
 
     real_fmt = FORMAT_OF.get(fmt, fmt)
     if fmt in PER_RECORD:
         folder, ann, img, bad_ann, bad_img = PER_RECORD[fmt]
         root = root / "data"
         shutil.copytree(FIXTURES / folder, root)
-        from gapkit.faceset import DataSource
-
         good = set(load(DataSource(path=root, format=real_fmt))[0].ids)
         if fmt == "datagen":
             shutil.copytree(root / "datapoint_00001", root / "datapoint_00099")
@@ -229,13 +227,11 @@ def build(fmt: str, kind: str, root: Path) -> tuple[Path, str, set[str] | None, 
     if not _special(kind, path, root / "data"):
         text = path.read_text(encoding="utf-8")
         if fmt == "coco" and kind in ("nan", "inf", "non_numeric", "wrong_count"):
-            from gapkit.faceset import DataSource
             good = set(load(DataSource(path=path, format=fmt))[0].ids)
             doc = json.loads(text)
             _write(path, _mutate_json(fmt, kind, doc))
             return path, fmt, good - {max(good)}, path.name
         if fmt == "dlib" and kind in ("nan", "inf", "non_numeric", "wrong_count"):
-            from gapkit.faceset import DataSource
             good = set(load(DataSource(path=path, format=fmt))[0].ids) - {"group#0"}
             if kind == "wrong_count":  # one part of the first box left out
                 _write(path, re.sub(r"\n\s*<part [^>]*/>", "", text, count=1))
@@ -243,9 +239,7 @@ def build(fmt: str, kind: str, root: Path) -> tuple[Path, str, set[str] | None, 
                 _write(path, re.sub(r"x='\d+'", "x='" + {"nan": "nan", "inf": "inf", "non_numeric": "abc"}[kind] + "'",
                                     text, count=1))
             return path, fmt, good, path.name
-        _write(path, _mutate_text(fmt if fmt != "dlib" else "300w", kind, text) if kind in
-               ("empty", "truncated", "binary", "huge_line", "bom_crlf", "nested_json", "wrong_type_json")
-               else text)
+        _write(path, _mutate_text(fmt, kind, text))
     return path, fmt, (None if kind in GOOD_VARIANTS else set()), path.name
 
 
