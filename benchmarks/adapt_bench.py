@@ -21,8 +21,9 @@ import numpy as np
 from scipy.spatial import procrustes as scipy_procrustes
 from timing import best
 
-from gapkit.adapt import FitConfig, LabelAdapter, resolve_device
+from gapkit.adapt import FitConfig, LabelAdapter
 from gapkit.align import procrustes
+from gapkit.devices import resolve_device
 
 REPO = Path(__file__).resolve().parents[1]
 

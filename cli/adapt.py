@@ -139,7 +139,7 @@ def apply(
     """Translate every record of SRC into the adapter's target scheme."""
     from gapkit.adapt import LabelAdapter, one_scheme
     from gapkit.files import check_output
-    from gapkit.records import write_manifest
+    from gapkit.formats.manifest import write_manifest
 
     with job_errors():
         check_output(out, overwrite)

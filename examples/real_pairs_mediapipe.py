@@ -24,7 +24,8 @@ import numpy as np
 from rich.progress import track
 
 from gapkit.faceset import load
-from gapkit.records import FaceRecord, write_manifest
+from gapkit.formats.manifest import write_manifest
+from gapkit.records import FaceRecord
 
 
 def main(src: str, out: str) -> None:

@@ -21,13 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pydantic import field_validator
 
 from gapkit import __version__
 from gapkit.align import generalised_procrustes, procrustes
-from gapkit.devices import resolve_device as _resolve
-from gapkit.errors import AdapterError, GapkitError, InputError
+from gapkit.devices import resolve_device
+from gapkit.errors import AdapterError, InputError
 from gapkit.files import atomic_open
 from gapkit.schemes import get_scheme
+from gapkit.settings import Settings
 
 FILE_KIND = "gapkit-label-adapter"
 FILE_VERSION = 1
@@ -35,8 +37,7 @@ PREDICT_CHUNK = 8192
 SMALL_DATA = 200  # below this many pairs the head is chosen by k-fold CV, not one split
 
 
-@dataclass
-class FitConfig:
+class FitConfig(Settings):
     head: str = "auto"  # auto | linear | mlp
     hidden: tuple[int, ...] = (256,)
     epochs: int = 300
@@ -51,6 +52,13 @@ class FitConfig:
     device: str = "auto"
     ridge_alphas: tuple[float, ...] = tuple(float(a) for a in np.logspace(-6, 2, 17))
 
+    @field_validator("head")
+    @classmethod
+    def _known_head(cls, v: str) -> str:
+        if v not in ("auto", "linear", "mlp"):
+            raise ValueError(f"unknown head {v!r}; use auto, linear or mlp")
+        return v
+
 
 @dataclass
 class FitReport:
@@ -63,13 +71,6 @@ class FitReport:
     val_nme_linear_pct: float | None = None
     val_nme_mlp_pct: float | None = None
     cv: dict = field(default_factory=dict)
-
-
-def resolve_device(device: str = "auto") -> str:
-    try:
-        return _resolve(device)
-    except GapkitError as exc:
-        raise AdapterError(str(exc)) from None
 
 
 def check_shapes(points: np.ndarray, k: int, what: str, ids: list[str] | None = None,
@@ -191,8 +192,6 @@ class LabelAdapter:
         n = len(src)
         if n < 5:
             raise AdapterError(f"need at least 5 pairs to fit an adapter, got {n}")
-        if cfg.head not in ("auto", "linear", "mlp"):
-            raise AdapterError(f"unknown head {cfg.head!r}; use auto, linear or mlp")
         self._device = resolve_device(cfg.device)
 
         self.mean_source, _ = generalised_procrustes(src)

@@ -17,21 +17,21 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from gapkit import __version__
 from gapkit.errors import ConfigError, FormatError, GapkitError, InputError, Problem, StrictStop
 from gapkit.records import FaceRecord
 from gapkit.schemes import Mapper, find_mapper
+from gapkit.settings import Settings
 
 Progress = Callable[[int], None]
 
 
-class DataSource(BaseModel):
+class DataSource(Settings):
     """One input: ``path`` (a manifest, or a file or folder of ``format``), the splits to keep
     (None: all) and reader options (the -O of the command line)."""
 
-    model_config = ConfigDict(extra="forbid")
     path: Path
     format: str | None = None
     splits: list[str] | None = None

@@ -32,7 +32,8 @@ from fiftyone import ViewField as F  # noqa: E402
 
 from gapkit.errors import GapkitError, NoMappingError, Problem  # noqa: E402
 from gapkit.faceset import DataSource, as_sources, load  # noqa: E402
-from gapkit.records import FaceRecord, ManifestWriter  # noqa: E402
+from gapkit.formats.manifest import ManifestWriter  # noqa: E402
+from gapkit.records import FaceRecord  # noqa: E402
 from gapkit.schemes import LandmarkScheme, find_mapper, get_scheme  # noqa: E402
 
 GROUND_TRUTH = "ground_truth"

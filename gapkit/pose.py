@@ -1,7 +1,7 @@
 """Head pose (yaw, pitch, roll in degrees) from 2-D landmarks, by ``cv2.solvePnP`` against the
 simulator's 3-D mean face.
 
-Angles follow :func:`gapkit.sim.face3d.rotation`: positive yaw turns the nose to the image
+Angles follow :func:`gapkit.face3d.rotation`: positive yaw turns the nose to the image
 right, positive pitch tilts it up, positive roll turns the face clockwise. Only the rigid
 points (eyes, nose, mouth corners) are used: the jaw and brows are where label semantics
 differ, and a pose that depended on them would mix the pose gap with the label gap.
@@ -29,7 +29,7 @@ _FLIP_Z = np.diag([1.0, 1.0, -1.0])
 def mean_face_3d() -> np.ndarray:
     """(68, 3) iBUG points of the neutral simulated face, head frame made right-handed
     (x image right, y down, z away from the camera), in face-width units."""
-    from gapkit.sim.face3d import build_face
+    from gapkit.face3d import build_face
 
     face = build_face(np.zeros(7), np.zeros(4), 0.0, 0.0, 0.0, size=100)
     return face.points3d[:68] @ _FLIP_Z

@@ -12,8 +12,10 @@ from typer.testing import CliRunner
 
 from gapkit.adapt import AdapterError, FitConfig, LabelAdapter, pair_records
 from gapkit.cli.main import app
+from gapkit.errors import ConfigError
+from gapkit.formats.manifest import write_manifest
 from gapkit.metrics import nme
-from gapkit.records import FaceRecord, write_manifest
+from gapkit.records import FaceRecord
 from gapkit.schemes import get_scheme
 
 IBUG = get_scheme("ibug68")
@@ -150,7 +152,7 @@ def test_cuda_request_without_cuda_is_a_clear_error():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     src, tgt = gap_problem(20, seed=10)
-    with pytest.raises(AdapterError, match="no CUDA device"):
+    with pytest.raises(ConfigError, match="no CUDA device"):
         LabelAdapter("ibug68", "ibug68").fit(src, tgt, FitConfig(device="cuda"))
 
 

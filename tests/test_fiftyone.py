@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gapkit.formats.manifest import read_manifest, write_manifest
 from gapkit.metrics import nme
-from gapkit.records import read_manifest, write_manifest
 from gapkit.schemes import get_scheme
 from gapkit.sim import SimConfig, generate
 

@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 
 from gapkit.cli.main import app
 from gapkit.faceset import load
+from gapkit.formats.manifest import write_manifest
 from gapkit.gap.label import label_gap
 from gapkit.gap.visual import domain_auc, face_crops, handcrafted_features
 from gapkit.pose import angles_from_rotation, estimate_pose, records_pose
-from gapkit.records import write_manifest
 from gapkit.schemes import find_mapper, get_scheme
 from gapkit.sim import SimConfig, generate
 
@@ -37,7 +37,7 @@ def sim_sets(tmp_path_factory) -> dict[str, list]:
 
 @pytest.mark.parametrize("yaw, pitch, roll", [(0, 0, 0), (35, -10, 5), (-50, 20, -15), (10, 25, 30)])
 def test_angles_round_trip_the_simulator_convention(yaw, pitch, roll):
-    from gapkit.sim.face3d import rotation
+    from gapkit.face3d import rotation
 
     # The simulator's head frame has z towards the camera; solvePnP's is right-handed.
     r = rotation(yaw, pitch, roll) @ np.diag([1.0, 1.0, -1.0])

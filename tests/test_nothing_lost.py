@@ -61,7 +61,7 @@ def test_truncated_png_is_caught_by_convert_and_validate(tmp_path, fixtures):
     lines = (tmp_path / "d.jsonl").read_text().splitlines()
     assert len(lines) == 4 and "image_0001" not in "".join(lines)
     # through a manifest, which carries sizes and so never opens the image when read
-    from gapkit.records import write_manifest
+    from gapkit.formats.manifest import write_manifest
 
     good = tmp_path / "all.jsonl"
     recs = [r.model_copy(update={"image": str(img)}) if r.image.endswith("image_0001.png") else r
@@ -128,7 +128,7 @@ def test_adapt_gap_report_keep_other_files(tmp_path):
     faces = load(syn)[0]
     human = [r.model_copy(update={"scheme": "ibug68", "points": np.asarray(r.attributes["human68"]),
                                "visible": None}) for r in faces]
-    from gapkit.records import write_manifest
+    from gapkit.formats.manifest import write_manifest
     write_manifest(human, pairs)
     keep = sentinel(tmp_path / "models")
     args = ["adapt", "fit", "--source", syn, "--target", pairs, "-o", tmp_path / "models/a.gka", "--head", "linear"]
@@ -188,7 +188,7 @@ def test_adapt_fit_takes_options_per_side(shared, tmp_path):
 
 
 def test_a_manifest_of_mixed_schemes_keeps_what_maps(tmp_path, fixtures):
-    from gapkit.records import write_manifest
+    from gapkit.formats.manifest import write_manifest
 
     recs = [*load(fixtures / "300w")[0].records[:2], *load(fixtures / "facesynthetics")[0].records[:1]]
     five = recs[0].model_copy(update={"id": "five", "scheme": "dlib5", "points": recs[0].points[:5], "visible": None})

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from gapkit.errors import FormatError, Problem
-from gapkit.records import FaceRecord, json_schema, make_record, read_manifest, write_manifest
+from gapkit.formats.manifest import read_manifest, write_manifest
+from gapkit.records import FaceRecord, json_schema, make_record
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,13 +1,18 @@
-"""gapkit's own manifest: JSON Lines of FaceRecords (see gapkit.records)."""
+"""gapkit's own manifest: JSON Lines, one :class:`~gapkit.records.FaceRecord` a line, image
+paths relative to the manifest (symlinks kept), so a moved tree still reads."""
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
-from gapkit.errors import Problem
+from gapkit.errors import FormatError, Problem
+from gapkit.files import atomic_open
 from gapkit.formats.common import FormatInfo
-from gapkit.records import FaceRecord, ManifestWriter, read_manifest
+from gapkit.records import FaceRecord, make_record
 
 INFO = FormatInfo(
     name="manifest", about="gapkit's own JSON Lines of face records (lossless)",
@@ -25,3 +30,55 @@ def write(records: Iterable[FaceRecord], out: str | Path, overwrite: bool = Fals
         for rec in records:
             w.write(rec)
             yield rec
+
+
+def read_manifest(path: str | Path) -> Iterator[FaceRecord | Problem]:
+    """Stream records from a .jsonl manifest; bad lines come out as Problems."""
+    path = Path(path)
+    base = Path(os.path.abspath(path.parent))  # symlinks kept: paths stay as the user gave them
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                try:
+                    d = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise FormatError(path, f"not valid JSON: {exc.msg}", lineno) from None
+                except RecursionError:
+                    raise FormatError(path, "JSON nested too deeply", lineno) from None
+                if not isinstance(d, dict):
+                    raise FormatError(path, "a manifest line must be a JSON object", lineno)
+                if isinstance(d.get("image"), str) and not os.path.isabs(d["image"]):
+                    d["image"] = os.path.normpath(base / d["image"])
+                yield make_record(path, lineno, **d)
+            except FormatError as exc:
+                yield exc.problem()
+
+
+class ManifestWriter:
+    """Write records to a .jsonl manifest atomically: the file appears only when closed cleanly."""
+
+    def __init__(self, path: str | Path, overwrite: bool = False):
+        self.path = Path(path)
+        self._ctx = atomic_open(self.path, "w", overwrite=overwrite)
+        self._dir = Path(os.path.abspath(self.path.parent))
+        self.count = 0
+
+    def __enter__(self) -> ManifestWriter:
+        self._f = self._ctx.__enter__()
+        return self
+
+    def write(self, rec: FaceRecord) -> None:
+        self._f.write(rec.to_json(self._dir) + "\n")
+        self.count += 1
+
+    def __exit__(self, *exc: Any) -> bool | None:
+        return self._ctx.__exit__(*exc)
+
+
+def write_manifest(records: Iterable[FaceRecord], path: str | Path, overwrite: bool = False) -> int:
+    with ManifestWriter(path, overwrite=overwrite) as w:
+        for rec in records:
+            w.write(rec)
+    return w.count

@@ -32,12 +32,12 @@ from gapkit.gap.visual import (
 from gapkit.pose import records_pose
 from gapkit.records import FaceRecord
 from gapkit.schemes import find_mapper, get_scheme
+from gapkit.settings import Settings
 
 Log = Callable[[str], None]
 
 
-@dataclass
-class GapOptions:
+class GapOptions(Settings):
     adapter: Path | None = None
     backbone: Path | None = None
     visual: bool = True

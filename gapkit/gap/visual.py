@@ -23,6 +23,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from gapkit.crop import crop_face
 from gapkit.errors import GapkitError, Problem
 from gapkit.gap.label import frechet_distance
 from gapkit.records import FaceRecord
@@ -35,8 +36,6 @@ def face_crops(records: Sequence[FaceRecord], size: int = 64, margin: float = 1.
                progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, list[int], list[Problem]]:
     """(n, size, size, 3) uint8 BGR crops of the faces whose image reads, their indices into
     ``records``, and a Problem for each image that is missing or unreadable."""
-    from gapkit.train.data import crop_face
-
     crops, kept, problems = [], [], []
     for i, r in enumerate(records):
         img = cv2.imread(r.image, cv2.IMREAD_COLOR) if Path(r.image).is_file() else None

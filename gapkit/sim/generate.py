@@ -18,17 +18,15 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+from pydantic import ConfigDict, model_validator
 
-from gapkit.errors import GapkitError
-from gapkit.files import check_output, current_umask
-from gapkit.formats.pts import dumps_pts, format_coord
-from gapkit.records import FaceRecord, write_manifest
-from gapkit.sim.face3d import (
+from gapkit.errors import GapkitError, Problem
+from gapkit.face3d import (
     EXPRESSION_MODES,
     IDENTITY_MODES,
     build_face,
@@ -37,14 +35,20 @@ from gapkit.sim.face3d import (
     project,
     visibility,
 )
+from gapkit.files import check_output, current_umask
+from gapkit.formats import get_format
+from gapkit.formats.manifest import write_manifest
+from gapkit.records import FaceRecord
+from gapkit.settings import Settings
 from gapkit.sim.render import background, draw_face, occluders, photo_look
 
 DOMAINS = {"synthetic": 1, "real": 2}
 ANNOTATOR_NOISE = 0.015  # of the inter-ocular distance, per point (people's 1-2%)
 
 
-@dataclass(frozen=True)
-class SimConfig:
+class SimConfig(Settings):
+    model_config = ConfigDict(frozen=True)
+
     domain: str = "synthetic"
     n: int = 2000
     size: int = 128
@@ -57,16 +61,17 @@ class SimConfig:
     split: str = ""
     start: int = 0  # index of the first sample (to extend a set without repeating faces)
 
-    def check(self) -> SimConfig:
+    @model_validator(mode="after")
+    def _check(self) -> SimConfig:
         if self.domain not in DOMAINS:
-            raise GapkitError(f"unknown domain {self.domain!r}; use synthetic or real")
+            raise ValueError(f"unknown domain {self.domain!r}; use synthetic or real")
         for name in ("visual_gap", "label_gap"):
             if not 0 <= getattr(self, name) <= 1:
-                raise GapkitError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
+                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
         if self.size < 32 or self.n < 1:
-            raise GapkitError("--size must be at least 32 and --n at least 1")
+            raise ValueError("--size must be at least 32 and --n at least 1")
         if not (0 <= self.max_yaw <= 80 and 0 <= self.max_pitch <= 45 and 0 <= self.max_roll <= 45):
-            raise GapkitError("pose range: yaw up to 80, pitch and roll up to 45 degrees")
+            raise ValueError("pose range: yaw up to 80, pitch and roll up to 45 degrees")
         return self
 
 
@@ -122,27 +127,28 @@ def sample(index: int, cfg: SimConfig) -> Sample:
                   {"yaw": round(yaw, 3), "pitch": round(pitch, 3), "roll": round(roll, 3)})
 
 
-def _write_one(i: int, cfg: SimConfig, folder: Path) -> dict:
+def _write_one(i: int, cfg: SimConfig, folder: Path) -> FaceRecord:
+    """Render sample ``i`` into ``folder``: the image here, the labels through the domain's
+    format writer (so a simulated set is byte for byte what that format's writer makes)."""
     s = sample(i, cfg)
-    stem = folder / f"{i:06d}"
     if cfg.domain == "synthetic":
-        image = stem.with_suffix(".png")
+        fmt, image, scheme, other = "facesynthetics", folder / f"{i:06d}.png", "facesynthetics70", {
+            "human68": s.human68.tolist()}
         cv2.imwrite(str(image), s.image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-        text = "".join(f"{format_coord(x, 0.0)} {format_coord(y, 0.0)}\n" for x, y in s.points.tolist())
-        stem.with_name(stem.name + "_ldmks.txt").write_text(text)
-        scheme, other = "facesynthetics70", {"human68": s.human68.tolist()}
     else:
-        image = stem.with_suffix(".jpg")
+        fmt, image, scheme, other = "300w", folder / f"{i:06d}.jpg", "ibug68", {"projected70": s.projected70.tolist()}
         cv2.imwrite(str(image), s.image, [cv2.IMWRITE_JPEG_QUALITY, 95])
-        stem.with_suffix(".pts").write_text(dumps_pts(s.points, origin=1.0))
-        scheme, other = "ibug68", {"projected70": s.projected70.tolist()}
-    return dict(id=f"{i:06d}", image=image.name, width=cfg.size, height=cfg.size, scheme=scheme,
-                points=s.points.tolist(), visible=s.visible.tolist(), source=f"gapkit-sim/{cfg.domain}",
-                split=cfg.split, attributes={"domain": cfg.domain, **s.pose, "label_gap": cfg.label_gap,
-                                             "visual_gap": cfg.visual_gap, **other})
+    rec = FaceRecord(id=f"{i:06d}", image=str(image), width=cfg.size, height=cfg.size, scheme=scheme,
+                     points=s.points, visible=s.visible, source=f"gapkit-sim/{cfg.domain}", split=cfg.split,
+                     attributes={"domain": cfg.domain, **s.pose, "label_gap": cfg.label_gap,
+                                 "visual_gap": cfg.visual_gap, **other})
+    for out in get_format(fmt, write=True).write([rec], folder, overwrite=True, images="none"):
+        if isinstance(out, Problem):
+            raise GapkitError(f"simulated sample {i}: {out}")
+    return rec
 
 
-def _write_chunk(args: tuple[list[int], SimConfig, str]) -> list[dict]:
+def _write_chunk(args: tuple[list[int], SimConfig, str]) -> list[FaceRecord]:
     idx, cfg, folder = args
     return [_write_one(i, cfg, Path(folder)) for i in idx]
 
@@ -156,7 +162,6 @@ def generate(out: str | Path, cfg: SimConfig, workers: int = 1, overwrite: bool 
     did not write: each new file replaces its namesake atomically, and of the old files only
     those the previous run listed in its ``SIM.json`` are removed; the manifest comes last.
     """
-    cfg.check()
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise GapkitError(f"{out} exists and is not a folder")
@@ -167,22 +172,21 @@ def generate(out: str | Path, cfg: SimConfig, workers: int = 1, overwrite: bool 
     try:
         indices = list(range(cfg.start, cfg.start + cfg.n))
         chunks = [indices[i:i + 64] for i in range(0, len(indices), 64)]
-        rows: list[dict] = []
+        records: list[FaceRecord] = []
         if workers <= 1:
             for c in chunks:
-                rows += _write_chunk((c, cfg, str(tmp)))
+                records += _write_chunk((c, cfg, str(tmp)))
                 if progress:
                     progress(len(c))
         else:
             with ProcessPoolExecutor(max_workers=workers) as pool:
                 for c, part in zip(chunks, pool.map(_write_chunk, [(c, cfg, str(tmp)) for c in chunks]), strict=True):
-                    rows += part
+                    records += part
                     if progress:
                         progress(len(c))
-        records = [FaceRecord(**dict(r, image=str(tmp / r["image"]))) for r in rows]
         write_manifest(records, tmp / "manifest.jsonl")
         files = sorted(f.name for f in tmp.iterdir())
-        (tmp / SIM_FILE).write_text(json.dumps({**asdict(cfg), "files": [*files, SIM_FILE]}, indent=1) + "\n")
+        (tmp / SIM_FILE).write_text(json.dumps({**cfg.model_dump(), "files": [*files, SIM_FILE]}, indent=1) + "\n")
         if not out.exists():
             os.replace(tmp, out)
         else:
@@ -222,7 +226,7 @@ def contact_sheet(path: str | Path, cfg: SimConfig, n: int = 8, overwrite: bool 
     for domain in DOMAINS:
         tiles = []
         for i in range(n):
-            s = sample(i, SimConfig(**{**asdict(cfg), "domain": domain}))
+            s = sample(i, cfg.model_copy(update={"domain": domain}))
             big = cv2.resize(s.image, None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR)
             for pts, colour in ((s.projected70, (40, 40, 255)), (s.human68, (60, 220, 60))):
                 for x, y in pts:

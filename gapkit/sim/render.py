@@ -13,7 +13,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from gapkit.sim.face3d import SKULL, Face, project
+from gapkit.face3d import SKULL, Face, project
 
 SKIN = np.array([[200, 215, 240], [150, 180, 225], [110, 145, 200], [70, 100, 150], [45, 65, 105]], float)
 HAIR = np.array([[20, 20, 25], [30, 45, 80], [60, 90, 140], [150, 180, 210], [110, 110, 115]], float)

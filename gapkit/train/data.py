@@ -1,7 +1,6 @@
 """Face crops in memory, augmentation, and the samplers the strategies need.
 
-One crop policy for training and testing alike: a square box around the face's landmark box
-(or its given bbox), ``margin`` times its larger side, resized to ``size`` x ``size``. Crops
+Crops follow the one crop policy of :mod:`gapkit.crop`, for training and testing alike. They
 are decoded once and kept as uint8 (a 128 px crop is 48 KB), so an epoch costs augmentation
 only. Points stay 0-based pixel (x, y); in a crop they are in crop pixels, and
 :meth:`FaceCrops.to_image` maps predictions back.
@@ -17,13 +16,14 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from gapkit.crop import apply_affine, crop_face, invert_affine
 from gapkit.errors import GapkitError
 from gapkit.records import FaceRecord
 from gapkit.schemes import get_scheme
+from gapkit.settings import Settings
 
 
-@dataclass
-class Augment:
+class Augment(Settings):
     """Geometric and photometric augmentation; ``none()`` for evaluation."""
 
     scale: float = 0.12       # +- relative zoom
@@ -39,34 +39,7 @@ class Augment:
 
     @classmethod
     def none(cls) -> Augment:
-        return cls(0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-
-
-def crop_matrix(box: tuple[float, float, float, float], size: int, margin: float) -> np.ndarray:
-    """2x3 affine: image pixels -> crop pixels for a square crop around ``box`` (x, y, w, h)."""
-    x, y, w, h = box
-    side = margin * max(w, h)
-    s = size / side
-    cx, cy = x + w / 2, y + h / 2
-    # Pixel centres: image coordinate cx maps to the crop's centre (size - 1) / 2.
-    return np.array([[s, 0, (size - 1) / 2 - s * cx], [0, s, (size - 1) / 2 - s * cy]])
-
-
-def crop_face(img: np.ndarray, record: FaceRecord, size: int, margin: float) -> tuple[np.ndarray, np.ndarray]:
-    """The crop policy: ``record``'s face (its bbox, else its landmark box) from the decoded image,
-    as a (size, size, 3) crop and the 2x3 image -> crop matrix."""
-    m = crop_matrix(record.bbox or record.landmark_box(), size, margin)
-    crop = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_AREA if m[0, 0] < 1 else cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
-    return crop, m
-
-
-def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    return pts @ m[:, :2].T + m[:, 2]
-
-
-def _invert(m: np.ndarray) -> np.ndarray:
-    return cv2.invertAffineTransform(m)
+        return cls(**dict.fromkeys(cls.model_fields, 0.0))
 
 
 class FaceCrops:
@@ -92,7 +65,7 @@ class FaceCrops:
             if img is None:
                 raise GapkitError(f"{r.image}: missing or unreadable image (record {r.id})")
             self.images[i], self.matrices[i] = crop_face(img, r, size, margin)
-            self.points[i] = _apply(self.matrices[i], labels[i])
+            self.points[i] = apply_affine(self.matrices[i], labels[i])
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -101,7 +74,7 @@ class FaceCrops:
         """Crop-pixel predictions (n, K, 2) of crops ``index`` -> original image pixels."""
         out = np.empty_like(crop_points)
         for j, i in enumerate(np.asarray(index)):
-            out[j] = _apply(_invert(self.matrices[i]), crop_points[j])
+            out[j] = apply_affine(invert_affine(self.matrices[i]), crop_points[j])
         return out
 
     def with_points(self, image_points: np.ndarray) -> FaceCrops:
@@ -109,7 +82,7 @@ class FaceCrops:
         new = object.__new__(FaceCrops)
         new.__dict__.update(self.__dict__)
         image_points = np.asarray(image_points, float)
-        new.points = np.stack([_apply(self.matrices[i], image_points[i]) for i in range(len(self))])
+        new.points = np.stack([apply_affine(self.matrices[i], image_points[i]) for i in range(len(self))])
         if image_points.shape[1] != self.scheme.num_points:
             raise GapkitError("with_points keeps the scheme; map the labels first")
         return new
@@ -144,7 +117,7 @@ def augment(img: np.ndarray, pts: np.ndarray, aug: Augment, flip_perm: np.ndarra
         m = np.array([[-1, 0, 2 * c], [0, 1, 0]]) @ np.vstack([m, [0, 0, 1]])
     if np.any(m != np.array([[1, 0, 0], [0, 1, 0]])):
         img = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        pts = _apply(m, pts)
+        pts = apply_affine(m, pts)
     if flip:
         pts = pts[flip_perm]
     if aug.grey and rng.random() < aug.grey:

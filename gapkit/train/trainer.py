@@ -13,33 +13,32 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pydantic import Field, PositiveInt
 
+from gapkit.devices import resolve_device
+from gapkit.settings import Settings
 from gapkit.train.data import Augment, FaceCrops, Source, batches, to_tensor_batch
 
 
-@dataclass
-class TrainConfig:
-    steps: int = 400
-    batch_size: int = 32
-    lr: float = 2e-3
+class TrainConfig(Settings):
+    """The detector's training settings; the benchmark nests them as its ``[train]`` table."""
+
+    steps: PositiveInt = 400
+    batch_size: PositiveInt = 32
+    size: PositiveInt = 128    # crop side in pixels
+    margin: float = Field(1.3, gt=0)  # crop side over the face box's larger side
+    width: PositiveInt = 32
+    lr: float = Field(4e-3, gt=0)
     weight_decay: float = 1e-4
     warmup: int = 20
-    width: int = 32
     seed: int = 0
     device: str = "auto"
     amp: bool = True           # on CUDA only
-    checkpoint_every: int = 100
-    augment: Augment = field(default_factory=Augment)
-
-
-def device_of(name: str) -> str:
-    from gapkit.devices import resolve_device
-
-    return resolve_device(name)
+    checkpoint_every: PositiveInt = 100
+    augment: Augment = Field(default_factory=Augment)
 
 
 def _dist() -> tuple[int, int]:
@@ -105,7 +104,7 @@ def train(sources: Sequence[Source], cfg: TrainConfig, init: dict | None = None,
     from gapkit.train.model import LandmarkNet
 
     rank, world = _dist()
-    device = device_of(cfg.device)
+    device = resolve_device(cfg.device)
     if device == "cuda" and world > 1:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
     torch.manual_seed(cfg.seed)
@@ -156,7 +155,7 @@ def train(sources: Sequence[Source], cfg: TrainConfig, init: dict | None = None,
         if checkpoint is not None and rank == 0 and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
             tmp = checkpoint.with_suffix(".tmp")
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                        "step": step + 1, "config": asdict(cfg)}, tmp)
+                        "step": step + 1, "config": cfg.model_dump()}, tmp)
             os.replace(tmp, checkpoint)
     model.eval().cpu()
     return model
@@ -166,7 +165,7 @@ def predict(model, crops: FaceCrops, batch_size: int = 128, device: str = "cpu")
     """Landmarks (N, K, 2) in original image pixels for every crop."""
     import torch
 
-    model = model.to(device_of(device)).eval()
+    model = model.to(resolve_device(device)).eval()
     out = np.empty(crops.points.shape[:1] + (model.num_points, 2))
     with torch.inference_mode():
         for i in range(0, len(crops), batch_size):
@@ -180,7 +179,7 @@ def throughput(model, size: int, batch_size: int = 32, steps: int = 10, device: 
     """Training steps per second on random data (for the benchmark script)."""
     import torch
 
-    device = device_of(device)
+    device = resolve_device(device)
     model = model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.randn(batch_size, 3, size, size, device=device)

@@ -1,4 +1,5 @@
-"""A procedural 3-D face: mean landmarks, identity and expression modes, pose, pinhole camera,
+"""A procedural 3-D face (used by the simulator and, as a mean face, by head-pose estimation):
+mean landmarks, identity and expression modes, pose, pinhole camera,
 and the two label semantics of the same face.
 
 Head frame: x to the image right of a frontal face (the subject's left), y down, z towards
