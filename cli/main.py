@@ -150,7 +150,7 @@ def sim(
 
     with job_errors():
         cfg = SimConfig(domain=domain, n=n, size=size, seed=seed, visual_gap=visual_gap, label_gap=label_gap,
-                        max_yaw=max_yaw, max_pitch=max_pitch, max_roll=max_roll, split=split).check()
+                        max_yaw=max_yaw, max_pitch=max_pitch, max_roll=max_roll, split=split)
         if preview:
             contact_sheet(preview, cfg, overwrite=overwrite)
             console.print(f"[green]wrote[/green] contact sheet {preview}")
@@ -161,35 +161,53 @@ def sim(
     console.print(f"[green]wrote[/green] {n} {domain} faces to {out} [dim](manifest: {manifest})[/dim]")
 
 
+def _int_list(text: str | None, what: str) -> list | None:
+    if text is None:
+        return None
+    try:
+        return [v if v == "all" else int(v) for v in (p.strip() for p in text.split(",")) if v]
+    except ValueError:
+        raise typer.BadParameter(f"{what}: comma-separated integers{' or all' if what == '--n-real' else ''}, "
+                                 f"got {text!r}") from None
+
+
 @app.command()
 def benchmark(
     config: Annotated[Path | None, typer.Option(help="bench.toml for your data [default: the built-in simulator]")] = None,
     name: Annotated[str | None, typer.Option(help="run name: results go to OUT/NAME")] = None,
     out: Annotated[Path, typer.Option(help="folder for runs")] = Path("runs"),
-    quick: Annotated[bool, typer.Option(help="a smoke-sized grid")] = False,
+    quick: Annotated[bool, typer.Option(help="a smoke test: a tiny grid, no findings")] = False,
     fresh: Annotated[bool, typer.Option(help="discard finished cells instead of resuming")] = False,
+    steps: Annotated[int | None, typer.Option(help="training steps per model (overrides [train] steps)")] = None,
+    size: Annotated[int | None, typer.Option(help="crop side in pixels (overrides [train] size)")] = None,
+    seeds: Annotated[str | None, typer.Option(help="comma-separated seeds, e.g. 0,1,2")] = None,
+    n_real: Annotated[str | None, typer.Option("--n-real", help="comma-separated N_real values, e.g. 10,50,all")] = None,
+    strategies: Annotated[str | None, typer.Option(help="comma-separated strategies to run (an unknown "
+                                                        "name lists the known ones)")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads [default: the cores this process may use]")] = None,
 ) -> None:
-    """Train one detector five ways over an N_real sweep and report NME, CED and real-image equivalence."""
+    """Train one detector in each strategy's way over an N_real sweep; report NME, CED and
+    real-image equivalence."""
     import os
 
-    from gapkit.bench import BenchConfig, Runner, default_config, run
+    from gapkit.bench import BenchConfig, default_config, override, run, run_folder
+    from gapkit.devices import set_threads
 
     with job_errors():
-        if config is not None:
-            cfg = BenchConfig.from_toml(config)
-            if quick:
-                cfg.grid.n_real, cfg.grid.seeds, cfg.grid.alphas = cfg.grid.n_real[:2], cfg.grid.seeds[:1], [0.5]
-                cfg.train.steps = min(cfg.train.steps, 30)
-        run_name = name or ((cfg.name if config is not None else "default-sim") + ("-quick" if quick else ""))
-        folder = out / run_name
-        if fresh and folder.exists():
-            Runner.discard(folder)
-        if config is None:
+        picks = dict(steps=steps, size=size, seeds=_int_list(seeds, "--seeds"), n_real=_int_list(n_real, "--n-real"),
+                     strategies=[p.strip() for p in strategies.split(",")] if strategies else None)
+        base = BenchConfig.from_toml(config) if config is not None else None
+        folder, done = run_folder(out, name, base.name if base else None, quick, fresh)
+        if base is None:
             with progress_bar("simulating the default data") as bar:
                 task = bar.add_task("", total=None)
-                cfg = default_config(out / "default-sim-data" / ("quick" if quick else "full"), quick=quick,
-                                     workers=os.cpu_count() or 1, progress=lambda s, k: bar.advance(task, k))
-        done = len(list((folder / "cells").glob("*.json"))) if (folder / "cells").is_dir() else 0
+                base = default_config(out / "default-sim-data" / ("quick" if quick else "full"), quick=quick,
+                                      workers=os.cpu_count() or 1, progress=lambda s, k: bar.advance(task, k))
+            cfg = override(base, **picks)
+        else:
+            cfg = override(base, quick=quick, **picks)
+        used = set_threads(threads)
+        console.print(f"torch uses {used} CPU thread{'s' * (used != 1)}", highlight=False)
         if done:
             console.print(f"resuming {folder}: {done} cells already finished")
         with progress_bar("training") as bar:

@@ -86,12 +86,15 @@ def auc(nmes: np.ndarray, threshold: float = 0.08, step: float = 1e-4) -> float:
 
 
 def summary(pred: np.ndarray, gt: np.ndarray, scheme: LandmarkScheme, name: str | None = None,
-            visible: np.ndarray | None = None, threshold: float = 0.08, bbox: np.ndarray | None = None) -> dict:
-    """NME (percent), FR and AUC at ``threshold``, named by normaliser."""
+            visible: np.ndarray | None = None, threshold: float = 0.08, bbox: np.ndarray | None = None,
+            per_face: bool = False) -> dict:
+    """NME (percent), FR and AUC at ``threshold``, named by normaliser; with ``per_face`` also
+    the (N,) NME of each face as a fraction."""
     name = name or scheme.default_normaliser
-    per_face = nme(pred, gt, scheme, name, visible, bbox)
-    return {"normaliser": name, "n": len(per_face), "nme_pct": float(100 * per_face.mean()),
-            f"fr@{threshold:g}": failure_rate(per_face, threshold), f"auc@{threshold:g}": auc(per_face, threshold)}
+    each = nme(pred, gt, scheme, name, visible, bbox)
+    out = {"normaliser": name, "n": len(each), "nme_pct": float(100 * each.mean()),
+           f"fr@{threshold:g}": failure_rate(each, threshold), f"auc@{threshold:g}": auc(each, threshold)}
+    return out | {"per_face_nme": each} if per_face else out
 
 
 def format_nme(value_pct: float, name: str) -> str:

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from gapkit.bench import BenchConfig, Runner, collect, load_data, write_outputs
-from gapkit.bench.config import Grid, TrainSettings
+from gapkit.bench import STRATEGIES, BenchConfig, Runner, collect, load_data, write_outputs
+from gapkit.bench.config import Grid
 from gapkit.faceset import DataSource
 from gapkit.sim import SimConfig, generate
+from gapkit.train import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def tiny(tmp_path_factory):
     ds = {k: DataSource(path=root / k / "manifest.jsonl") for k in sets}
     cfg = BenchConfig(name="tiny", real_train=ds["real_train"], real_test=ds["real_test"], synthetic=[ds["synthetic"]],
                       grid=Grid(n_real=[6, 12], seeds=[0], alphas=[0.5]),
-                      train=TrainSettings(steps=4, batch_size=8, size=32, width=4))
+                      train=TrainConfig(steps=4, batch_size=8, size=32, width=4))
     out = root / "run"
     data = load_data(cfg)
     rows = Runner(cfg, out).run(data)
@@ -33,48 +34,55 @@ def tiny(tmp_path_factory):
 
 
 def rows_of(rows, strategy, n=None):
-    return [r for r in rows if r["strategy"] == strategy and (n is None or r["n_real"] == n)]
+    return [r for r in rows if r.strategy == strategy and (n is None or r.n_real == n)]
 
 
 def test_every_strategy_and_cell_ran(tiny):
     _, _, _, rows = tiny
-    assert {(r["strategy"], r["n_real"]) for r in rows} == {
-        (s, n) for s in ("real_only", "label_adapt", "data_adapt", "mix", "finetune") for n in (6, 12)}
-    assert all(0 < r["nme_pct"] and len(r["per_face_nme"]) == 12 for r in rows)
+    assert {(r.strategy, r.n_real) for r in rows} == {(s, n) for s in STRATEGIES for n in (6, 12)}
+    assert all(0 < r.nme_pct and len(r.per_face_nme) == 12 and r.normaliser == "inter_ocular" for r in rows)
 
 
-@pytest.mark.parametrize("strategy, sets, labels", [
-    ("real_only", ["real_train"], ["real"]),
-    ("label_adapt", ["synthetic"], ["mapped"]),
-    ("data_adapt", ["synthetic"], ["adapted"]),
-    ("mix", ["real_train", "synthetic"], ["real", "adapted"]),
-    ("finetune", ["real_train"], ["real"]),
-])
-def test_each_strategy_trains_on_the_right_data_and_labels(tiny, strategy, sets, labels):
+def test_every_registered_strategy_has_a_row_below():
+    assert set(STRATEGIES) == {row[0] for row in PROVENANCE}
+
+
+# One row per strategy: the sets and labels it trains on, whether a cell's adapter is involved,
+# and the model it starts from (a prefix), if any.
+PROVENANCE = [
+    ("real_only", ["real_train"], ["real"], False, None),
+    ("label_adapt", ["synthetic"], ["mapped"], True, None),
+    ("data_adapt", ["synthetic"], ["adapted"], True, None),
+    ("mix", ["real_train", "synthetic"], ["real", "adapted"], True, None),
+    ("finetune", ["real_train"], ["real"], True, "data_adapt_n{n}_s0"),
+]
+
+
+@pytest.mark.parametrize("strategy, sets, labels, adapter, init", PROVENANCE)
+def test_each_strategy_trains_on_the_right_data_and_labels(tiny, strategy, sets, labels, adapter, init):
     _, data, _, rows = tiny
+    assert rows_of(rows, strategy)
     for r in rows_of(rows, strategy):
-        assert [t["set"] for t in r["train"]] == sets
-        assert [t["labels"] for t in r["train"]] == labels
-        for t in r["train"]:
-            assert t["n"] == (r["n_real"] if t["set"] == "real_train" else len(data.synthetic))
+        assert [t.set for t in r.train] == sets
+        assert [t.labels for t in r.train] == labels
+        for t in r.train:
+            assert t.n == (r.n_real if t.set == "real_train" else len(data.synthetic))
+        assert (r.adapter is not None) == adapter
+        assert (r.init is None) if init is None else r.init.startswith(init.format(n=r.n_real))
     if strategy == "mix":
-        assert all([t["share"] for t in r["train"]] == [0.5, 0.5] for r in rows_of(rows, "mix"))
-    if strategy == "finetune":
-        assert all(r["init"].startswith(f"data_adapt_n{r['n_real']}_s0") for r in rows_of(rows, "finetune"))
-    if strategy == "real_only":
-        assert all(r["init"] is None for r in rows_of(rows, strategy))
+        assert all([t.share for t in r.train] == [0.5, 0.5] for r in rows_of(rows, "mix"))
 
 
 def test_no_leakage_and_nested_subsets(tiny):
     _, data, _, rows = tiny
     test_ids = set(data.test.ids)
     for r in rows:
-        assert len(r["real_ids"]) == r["n_real"] and not set(r["real_ids"]) & test_ids
-        if "adapter_train_ids" in r:
-            assert set(r["adapter_train_ids"]) <= set(r["real_ids"])
+        assert len(r.real_ids) == r.n_real and not set(r.real_ids) & test_ids
+        if r.adapter is not None:
+            assert set(r.adapter.train_ids) <= set(r.real_ids)
     small, big = rows_of(rows, "real_only", 6)[0], rows_of(rows, "real_only", 12)[0]
-    assert set(small["real_ids"]) < set(big["real_ids"])
-    assert len({r["test_ids_sha"] for r in rows}) == 1
+    assert set(small.real_ids) < set(big.real_ids)
+    assert len({r.test_ids_sha for r in rows}) == 1
 
 
 def test_resume_recomputes_only_missing_cells(tiny):

@@ -1,16 +1,21 @@
-"""The five-strategy benchmark: one detector, five ways to use synthetic data, an N_real sweep."""
+"""The strategy benchmark: one detector, the ways to use synthetic data of
+:mod:`gapkit.bench.strategies`, an N_real sweep."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
-from gapkit.bench.config import STRATEGIES, BenchConfig, Grid, TrainSettings
+from gapkit.bench.config import BenchConfig, Grid
 from gapkit.bench.report import write_outputs
-from gapkit.bench.runner import Runner, collect, load_data
+from gapkit.bench.results import CellResult, collect
+from gapkit.bench.runner import Runner, load_data
+from gapkit.bench.strategies import STRATEGIES
 from gapkit.faceset import DataSource
+from gapkit.train import TrainConfig
 
-__all__ = ["STRATEGIES", "BenchConfig", "Runner", "collect", "default_config", "load_data", "run", "write_outputs"]
+__all__ = ["STRATEGIES", "BenchConfig", "CellResult", "Runner", "collect", "default_config", "load_data",
+           "override", "run", "run_folder", "write_outputs"]
 
 
 def default_config(data_dir: Path, quick: bool = False, workers: int = 1,
@@ -32,10 +37,10 @@ def default_config(data_dir: Path, quick: bool = False, workers: int = 1,
             generate(folder, sc, workers=workers, progress=(lambda k, name=name: progress(name, k)) if progress else None)
     if quick:
         grid = Grid(n_real=[10, 30], seeds=[0], alphas=[0.5])
-        train = TrainSettings(steps=30, batch_size=16, size=64, width=8)
+        train = TrainConfig(steps=30, batch_size=16, size=64, width=8)
     else:
         grid = Grid(n_real=[10, 30, 100, "all"], seeds=[0, 1], alphas=[0.5])
-        train = TrainSettings(steps=400, batch_size=32, size=64, width=16)
+        train = TrainConfig(steps=400, batch_size=32, size=64, width=16)
     m = lambda name: DataSource(path=Path(data_dir) / name / "manifest.jsonl", format="manifest")  # noqa: E731
     return BenchConfig(name="default-sim", real_train=m("real_train"), real_test=m("real_test"),
                        synthetic=[m("synthetic")], grid=grid, train=train)
@@ -48,3 +53,30 @@ def run(cfg: BenchConfig, out: Path, log: Callable[[str], None] = lambda s: None
     log(f"data: {len(data.pool)} real training, {len(data.test)} real test, {len(data.synthetic)} synthetic faces")
     rows = Runner(cfg, out, log, progress).run(data)
     return write_outputs(rows, out, f"gapkit benchmark: {cfg.name}")
+
+
+def override(cfg: BenchConfig, quick: bool = False, steps: int | None = None, size: int | None = None,
+             seeds: list[int] | None = None, n_real: list[int | str] | None = None,
+             strategies: list[str] | None = None) -> BenchConfig:
+    """A copy of ``cfg`` with the command line's overrides (validated like the TOML);
+    ``quick`` shrinks a grid to a smoke test: two N_real, one seed, one alpha, 30 steps."""
+    d = cfg.model_dump()
+    g, t = d["grid"], d["train"]
+    if quick:
+        g.update(n_real=g["n_real"][:2], seeds=g["seeds"][:1], alphas=[0.5])
+        t["steps"] = min(t["steps"], 30)
+    for table, key, value in ((t, "steps", steps), (t, "size", size), (g, "seeds", seeds), (g, "n_real", n_real),
+                              (g, "strategies", strategies)):
+        if value is not None:
+            table[key] = value
+    return BenchConfig(**d)
+
+
+def run_folder(out: Path, name: str | None, cfg_name: str | None, quick: bool, fresh: bool) -> tuple[Path, int]:
+    """The run's folder ``out/NAME`` and how many finished cells it holds (after ``fresh``
+    discards the ones a previous run wrote)."""
+    folder = Path(out) / (name or ((cfg_name or "default-sim") + ("-quick" if quick else "")))
+    if fresh and folder.exists():
+        Runner.discard(folder)
+    cells = folder / "cells"
+    return folder, len(list(cells.glob("*.json"))) if cells.is_dir() else 0

@@ -28,9 +28,17 @@ seeds = [0, 1, 2]
 alphas = [0.25, 0.5, 0.75]
 strategies = ["real_only", "label_adapt", "data_adapt", "mix", "finetune"]
 
-[train]
+[train]                 # gapkit.train.TrainConfig
 steps = 400
 size = 128
+
+[finetune]              # the fine-tune stage of `finetune`
+steps = 200
+lr_scale = 0.5
+
+[metric]
+normaliser = "inter_ocular"
+failure_threshold = 0.08
 ```
 Relative paths are relative to the TOML file.
 """
@@ -41,12 +49,13 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import tomllib
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 
+from gapkit.bench.strategies import STRATEGIES
 from gapkit.errors import ConfigError, InputError
 from gapkit.faceset import DataSource
-
-STRATEGIES = ("real_only", "label_adapt", "data_adapt", "mix", "finetune")
+from gapkit.settings import Settings
+from gapkit.train.trainer import TrainConfig
 
 
 def _one_or_more(v: object) -> object:
@@ -56,50 +65,48 @@ def _one_or_more(v: object) -> object:
 Sets = Annotated[list[DataSource], BeforeValidator(_one_or_more)]
 
 
-class Grid(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Grid(Settings):
     n_real: list[int | Literal["all"]] = [10, 25, 50, 100, 250, "all"]
     seeds: list[int] = [0, 1, 2]
     alphas: list[float] = [0.25, 0.5, 0.75]
-    strategies: list[str] = list(STRATEGIES)
+    strategies: list[str] = Field(default_factory=lambda: list(STRATEGIES))
 
     @field_validator("strategies")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
         bad = sorted(set(v) - set(STRATEGIES))
         if bad:
-            raise ConfigError(f"unknown strategies {bad}; use {', '.join(STRATEGIES)}")
+            raise ValueError(f"unknown strategies {bad}; use {', '.join(STRATEGIES)}")
         return v
 
     @field_validator("alphas")
     @classmethod
     def _shares(cls, v: list[float]) -> list[float]:
         if any(not 0 < a < 1 for a in v):
-            raise ConfigError("alphas are synthetic shares of a batch, strictly between 0 and 1")
+            raise ValueError("alphas are synthetic shares of a batch, strictly between 0 and 1")
         return v
 
 
-class TrainSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    steps: int = 400
-    finetune_steps: int | None = None  # default: steps // 2
-    batch_size: int = 32
-    size: int = 128
-    width: int = 32
-    lr: float = 4e-3
-    device: str = "auto"
-    margin: float = 1.3
+class Finetune(Settings):
+    steps: int | None = None   # default: train.steps // 2
+    lr_scale: float = Field(0.5, gt=0)  # of train.lr
 
 
-class BenchConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Metric(Settings):
+    normaliser: str = "inter_ocular"
+    failure_threshold: float = Field(0.08, gt=0, lt=1)  # fraction of the normaliser, for FR and AUC
+
+
+class BenchConfig(Settings):
     name: str = "bench"
     target_scheme: str = "ibug68"
     real_train: Sets    # one table, or a list of them pooled into one set
     real_test: Sets
     synthetic: Sets     # each kept apart (its ids prefixed), all mapped to target_scheme
     grid: Grid = Field(default_factory=Grid)
-    train: TrainSettings = Field(default_factory=TrainSettings)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    finetune: Finetune = Field(default_factory=Finetune)
+    metric: Metric = Field(default_factory=Metric)
 
     @classmethod
     def from_toml(cls, path: str | Path) -> BenchConfig:
@@ -111,8 +118,8 @@ class BenchConfig(BaseModel):
         except OSError as exc:
             raise InputError(f"{p}: cannot read ({exc.strerror})") from None
         try:
-            cfg = cls.model_validate(raw)
-        except ValidationError as exc:
+            cfg = cls(**raw)
+        except ConfigError as exc:
             raise ConfigError(f"{p}: {exc}") from None
         base = p.resolve().parent
         for ds in [*cfg.real_train, *cfg.real_test, *cfg.synthetic]:

@@ -11,22 +11,21 @@ from pathlib import Path
 
 import numpy as np
 
+from gapkit.bench.results import CSV_COLUMNS, CellResult
+from gapkit.bench.strategies import STRATEGIES
 from gapkit.files import atomic_write_text
 
-LABELS = {"real_only": "real only", "label_adapt": "synthetic + label adaptation",
-          "data_adapt": "adapted synthetic labels", "mix": "mix", "finetune": "synthetic pre-train + fine-tune"}
-COLUMNS = ["strategy", "alpha", "n_real", "seed", "nme_pct", "fr@0.08", "auc@0.08", "time_s"]
+
+def _order(name: str) -> int:
+    base = name.split(" ")[0]
+    return list(STRATEGIES).index(base) if base in STRATEGIES else len(STRATEGIES)
 
 
-def name_of(row: dict) -> str:
-    return row["strategy"] if row["alpha"] is None else f"mix a={row['alpha']:g}"
-
-
-def table(rows: list[dict]) -> dict[str, dict[int, list[float]]]:
+def table(rows: list[CellResult]) -> dict[str, dict[int, list[float]]]:
     """{strategy name: {n_real: [NME per seed]}}."""
     t: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
-        t[name_of(r)][r["n_real"]].append(r["nme_pct"])
+        t[r.name][r.n_real].append(r.nme_pct)
     return t
 
 
@@ -48,7 +47,7 @@ def equivalent_real(nme: float, curve: dict[int, float]) -> tuple[float, str]:
     return float(np.exp(np.log(ns[j - 1]) + f * (np.log(ns[j]) - np.log(ns[j - 1])))), ""
 
 
-def findings(rows: list[dict]) -> list[str]:
+def findings(rows: list[CellResult]) -> list[str]:
     t = table(rows)
     if "real_only" not in t:
         return ["real_only was not run, so nothing is compared against it."]
@@ -82,25 +81,28 @@ def findings(rows: list[dict]) -> list[str]:
     return out
 
 
-def write_outputs(rows: list[dict], out: Path, title: str) -> list[Path]:
+def write_outputs(rows: list[CellResult], out: Path, title: str) -> list[Path]:
     out = Path(out)
-    clean = [{k: v for k, v in r.items() if k != "per_face_nme"} for r in rows]
-    atomic_write_text(out / "results.json", json.dumps(rows, indent=1), overwrite=True)
+    atomic_write_text(out / "results.json", json.dumps([r.model_dump(mode="json") for r in rows], indent=1),
+                      overwrite=True)
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore")
     w.writeheader()
-    w.writerows(clean)
+    w.writerows(r.model_dump(include=set(CSV_COLUMNS)) for r in rows)
     atomic_write_text(out / "results.csv", buf.getvalue(), overwrite=True)
     t = table(rows)
-    ns = sorted({r["n_real"] for r in rows})
-    lines = [f"# {title}", "", "NME(inter_ocular) in % on the real test set, mean ± sd over seeds.", "",
+    ns = sorted({r.n_real for r in rows})
+    norm = ", ".join(sorted({r.normaliser for r in rows}))
+    lines = [f"# {title}", "", f"NME({norm}) in % on the real test set, mean ± sd over seeds.", "",
              "| strategy | " + " | ".join(f"N={n}" for n in ns) + " |", "|---|" + "---|" * len(ns)]
-    for k in sorted(t, key=lambda k: list(LABELS).index(k.split(" ")[0]) if k.split(" ")[0] in LABELS else 9):
+    for k in sorted(t, key=_order):
         cells = []
         for n in ns:
             v = t[k].get(n)
             cells.append(f"{np.mean(v):.2f} ± {np.std(v):.2f}" if v else "-")
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    ran = [s for s in STRATEGIES.values() if s.name in {r.strategy for r in rows}]
+    lines += ["", "Strategies: " + "; ".join(f"`{s.name}`: {s.label}" for s in ran) + "."]
     lines += ["", "## Findings", ""] + [f"{i + 1}. {f}" for i, f in enumerate(findings(rows))]
     lines += ["", "Figures: `nme_vs_nreal.png`, `ced.png`, `equivalence.png`. Rows: `results.csv`.", ""]
     atomic_write_text(out / "report.md", "\n".join(lines), overwrite=True)
@@ -120,7 +122,7 @@ def _finish(fig, ax, xlabel: str, ylabel: str, path: Path) -> Path:
     return path
 
 
-def plots(rows: list[dict], out: Path) -> list[Path]:
+def plots(rows: list[CellResult], out: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -129,6 +131,7 @@ def plots(rows: list[dict], out: Path) -> list[Path]:
     from gapkit.metrics import ced
 
     t = table(rows)
+    nme_label = f"NME({', '.join(sorted({r.normaliser for r in rows}))}) %"
     paths = []
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for k in sorted(t):
@@ -138,20 +141,20 @@ def plots(rows: list[dict], out: Path) -> list[Path]:
         ax.plot(ns, m, marker="o", label=k, lw=2.2 if k == "real_only" else 1.5, color="k" if k == "real_only" else None)
         ax.fill_between(ns, m - s, m + s, alpha=0.15)
     ax.set_xscale("log")
-    paths.append(_finish(fig, ax, "N_real (real training images)", "NME(inter_ocular) %", out / "nme_vs_nreal.png"))
+    paths.append(_finish(fig, ax, "N_real (real training images)", nme_label, out / "nme_vs_nreal.png"))
 
-    ns_all = sorted({r["n_real"] for r in rows})
+    ns_all = sorted({r.n_real for r in rows})
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), sharey=True)
     for ax, n in zip(axes, (ns_all[0], ns_all[-1]), strict=True):
         per = defaultdict(list)
         for r in rows:
-            if r["n_real"] == n:
-                per[name_of(r)] += r["per_face_nme"]
+            if r.n_real == n:
+                per[r.name] += r.per_face_nme
         for k, v in sorted(per.items()):
             x, y = ced(np.array(v), 0.15)
             ax.plot(100 * x, y, label=k, color="k" if k == "real_only" else None)
         ax.set_title(f"N_real = {n}")
-        ax.set_xlabel("NME(inter_ocular) %")
+        ax.set_xlabel(nme_label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("fraction of test faces")
     axes[0].legend(fontsize=7)

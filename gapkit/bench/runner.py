@@ -1,25 +1,18 @@
-"""The five strategies over an N_real x seed grid, resumable cell by cell.
+"""The strategy table (:mod:`gapkit.bench.strategies`) walked over an N_real x seed grid,
+resumable cell by cell.
 
-Per seed: the real training pool is permuted once and the N_real subsets are its prefixes
-(nested). One synthetic-only model is trained per seed on the synthetic labels mapped
-deterministically into the target scheme. Per cell (N_real, seed):
-
-1. ``real_only``: train on the N_real images.
-2. ``label_adapt``: fit a LabelAdapter on (the synthetic model's predictions on the N_real
-   images -> their labels) and apply it to that model's test predictions.
-3. ``data_adapt``: pass the synthetic training labels through that adapter and train on them.
-4. ``mix``: real and adapted synthetic in every batch, synthetic share alpha.
-5. ``finetune``: the data_adapt model fine-tuned on the N_real images.
-
-The adapter sees only the cell's N_real images (its own validation split is carved from
-them); the test set is only ever predicted, never fitted, selected on or stopped on. Every
-result row records its provenance: which sets, which ids, which labels, which init.
+Per seed the real training pool is permuted once and the N_real subsets are its prefixes
+(nested). What strategies declare they need is built once and shared: the synthetic model
+per seed (trained on the synthetic labels mapped deterministically into the target scheme),
+and per cell the LabelAdapter (fitted on that model's predictions on the cell's N_real images
+against their labels; its own validation split is carved from them) and the synthetic set
+with adapted labels. The test set is only ever predicted, never fitted, selected on or
+stopped on. Every result row records its provenance: which sets, ids, labels and init.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import time
 from collections.abc import Callable
@@ -28,8 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from gapkit.bench.config import STRATEGIES, BenchConfig, Grid, TrainSettings
-from gapkit.errors import GapkitError, InputError
+from gapkit.bench.config import BenchConfig
+from gapkit.bench.results import AdapterInfo, CellResult, TrainPart, collect
+from gapkit.bench.strategies import NEEDS, STRATEGIES, Outcome, Strategy
+from gapkit.devices import resolve_device
+from gapkit.errors import ConfigError, GapkitError, InputError
 from gapkit.faceset import DataSource
 from gapkit.files import atomic_write_text
 
@@ -76,12 +72,68 @@ def _digest(ids: list[str]) -> str:
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
 
 
-def _scores(pred: np.ndarray, gt: np.ndarray, scheme) -> dict:
-    from gapkit.metrics import auc, failure_rate, nme
+class Cell:
+    """One (strategy, N_real, seed, alpha) of the grid, as a strategy sees it."""
 
-    per_face = nme(pred, gt, scheme, "inter_ocular")
-    return {"nme_pct": float(100 * per_face.mean()), "fr@0.08": failure_rate(per_face, 0.08),
-            "auc@0.08": auc(per_face, 0.08), "per_face_nme": [round(float(v), 6) for v in per_face]}
+    def __init__(self, runner: Runner, strategy: Strategy, n: int, seed: int, alpha: float | None,
+                 idx: np.ndarray, shared: dict):
+        self._runner, self.strategy, self.n, self.seed, self.alpha = runner, strategy, n, seed, alpha
+        self.settings: BenchConfig = runner.cfg
+        self.idx, self._shared = idx, shared
+        self.ids = [runner.data.pool.ids[i] for i in idx]
+
+    def key(self, strategy: str | None = None) -> str:
+        """The name of this cell's model (or of ``strategy``'s model in the same N_real, seed)."""
+        a = f"_a{self.alpha:g}" if self.alpha is not None and strategy is None else ""
+        return f"{strategy or self.strategy.name}{a}_n{self.n}_s{self.seed}"
+
+    @property
+    def real(self):
+        from gapkit.train import Source
+
+        return Source(self._runner.data.pool.subset(self.idx))
+
+    def real_part(self, share: float | None = None) -> TrainPart:
+        return TrainPart(set="real_train", n=self.n, labels="real", share=share)
+
+    def synthetic_part(self, labels: str, share: float | None = None) -> TrainPart:
+        return TrainPart(set="synthetic", n=len(self._runner.data.synthetic), labels=labels, share=share)
+
+    def _need(self, what: str):
+        if not {what} & _closure(self.strategy.needs):
+            raise ConfigError(f"strategy {self.strategy.name} uses {what} but does not declare it in its needs")
+        return self._shared[what]
+
+    @property
+    def synthetic_model(self):
+        return self._need("synthetic_model")
+
+    @property
+    def synthetic_on_test(self) -> np.ndarray:
+        self._need("synthetic_model")
+        return self._shared["synthetic_on_test"]
+
+    @property
+    def adapter(self):
+        return self._need("adapter")
+
+    @property
+    def adapted(self):
+        return self._need("adapted")
+
+    def train(self, sources: list, key: str | None = None, steps: int | None = None, init: dict | None = None,
+              lr: float | None = None):
+        return self._runner.train(sources, self.seed, key or self.key(), steps, init, lr)
+
+    def predict(self, model) -> np.ndarray:
+        from gapkit.train import predict
+
+        return predict(model, self._runner.data.test, device=self._runner.device)
+
+
+def _closure(needs: frozenset[str]) -> set[str]:
+    """A need with everything it implies (each need implies those before it in NEEDS)."""
+    return set(NEEDS[:max(NEEDS.index(n) for n in needs) + 1]) if needs else set()
 
 
 class Runner:
@@ -90,6 +142,7 @@ class Runner:
     def __init__(self, cfg: BenchConfig, out: Path, log: Log = lambda s: None,
                  progress: Callable[[str, int, int], None] | None = None):
         self.cfg, self.out, self.log, self.progress = cfg, Path(out), log, progress
+        self.device = resolve_device(cfg.train.device)  # once, for training, prediction and the adapter
         saved = self.out / "config.json"
         now = cfg.model_dump_json(indent=1)
         # Finished cells are only reused by the configuration that made them.
@@ -117,24 +170,17 @@ class Runner:
                         gone += 1
         return gone
 
-    def _cell_path(self, strategy: str, n: int, seed: int, alpha: float | None) -> Path:
-        a = f"_a{alpha:g}" if alpha is not None else ""
-        return self.out / "cells" / f"{strategy}{a}_n{n}_s{seed}.json"
+    def _cell_path(self, key: str) -> Path:
+        return self.out / "cells" / f"{key}.json"
 
-    def _done(self, *key) -> bool:
-        return self._cell_path(*key).is_file()
-
-    def _save(self, row: dict) -> None:
-        atomic_write_text(self._cell_path(row["strategy"], row["n_real"], row["seed"], row["alpha"]),
-                          json.dumps(row), overwrite=True)
-
-    def _train(self, sources, seed: int, key: str, steps: int | None = None, init: dict | None = None,
-               lr: float | None = None):
+    def train(self, sources, seed: int, key: str, steps: int | None = None, init: dict | None = None,
+              lr: float | None = None):
+        """Train the model ``key`` (or reload it when a previous cell or run saved it)."""
         import torch
 
-        from gapkit.train import TrainConfig, train
+        from gapkit.train import train
 
-        t: TrainSettings = self.cfg.train
+        t = self.cfg.train
         path = self.out / "models" / f"{key}.pt"
         if path.is_file():
             from gapkit.train.model import LandmarkNet
@@ -142,8 +188,9 @@ class Runner:
             model = LandmarkNet(sources[0].crops.scheme.num_points, t.width)
             model.load_state_dict(torch.load(path, weights_only=True))
             return model.eval()
-        tc = TrainConfig(steps=steps or t.steps, batch_size=t.batch_size, lr=lr or t.lr, width=t.width, seed=seed,
-                         device=t.device, checkpoint_every=max(50, (steps or t.steps) // 4))
+        steps = steps or t.steps
+        tc = t.model_copy(update={"steps": steps, "lr": lr or t.lr, "seed": seed, "device": self.device,
+                                  "checkpoint_every": max(50, steps // 4)})
         ckpt = self.out / "models" / f"{key}.ckpt"
         model = train(sources, tc, init=init, checkpoint=ckpt,
                       progress=(lambda s, n, loss: self.progress(key, s, n)) if self.progress else None)
@@ -164,91 +211,71 @@ class Runner:
                 out.append(v)
         return sorted(out)
 
-    def run(self, data: Data) -> list[dict]:
-        from gapkit.adapt import FitConfig, LabelAdapter
+    def run(self, data: Data) -> list[CellResult]:
         from gapkit.schemes import get_scheme
-        from gapkit.train import Source, predict
 
-        g: Grid = self.cfg.grid
-        want = set(g.strategies)
-        scheme = get_scheme(self.cfg.target_scheme)
-        ns = self.n_values(len(data.pool))
-        pool_gt = data.pool.to_image(np.arange(len(data.pool)), data.pool.points)
-        syn_gt = data.synthetic.to_image(np.arange(len(data.synthetic)), data.synthetic.points)
-        test_ids = data.test.ids
+        self.data, self.scheme = data, get_scheme(self.cfg.target_scheme)
+        g = self.cfg.grid
+        chosen = [STRATEGIES[name] for name in STRATEGIES if name in g.strategies]
         for seed in g.seeds:
             perm = np.random.default_rng(seed).permutation(len(data.pool))
-            needs_syn = want & {"label_adapt", "data_adapt", "mix", "finetune"}
-            syn_model = self._train([Source(data.synthetic)], seed, f"synthetic_mapped_s{seed}") if needs_syn else None
-            syn_on_pool = predict(syn_model, data.pool) if syn_model is not None else None
-            syn_on_test = predict(syn_model, data.test) if syn_model is not None else None
-            for n in ns:
+            per_seed: dict = {}
+            for n in self.n_values(len(data.pool)):
+                shared = dict(per_seed)
                 idx = np.sort(perm[:n])
-                ids = [data.pool.ids[i] for i in idx]
-                real = Source(data.pool.subset(idx))
-                base = {"n_real": n, "seed": seed, "test_set": "real_test", "test_n": len(test_ids),
-                        "test_ids_sha": _digest(test_ids), "real_ids": ids}
-                adapter = None
-                if needs_syn:
-                    t0 = time.perf_counter()
-                    adapter = LabelAdapter(self.cfg.target_scheme, self.cfg.target_scheme)
-                    fit = adapter.fit(syn_on_pool[idx], pool_gt[idx], FitConfig(seed=seed, device="cpu"),
-                                      ids=ids)
-                    adapter_info = {"adapter_train_ids": ids, "adapter_head": fit.head,
-                                    "adapter_fit_s": round(time.perf_counter() - t0, 2)}
-                if "real_only" in want and not self._done("real_only", n, seed, None):
-                    self._cell("real_only", None, base, data, scheme, [real], f"real_only_n{n}_s{seed}",
-                               train=[{"set": "real_train", "n": n, "labels": "real"}])
-                if "label_adapt" in want and not self._done("label_adapt", n, seed, None):
-                    t0 = time.perf_counter()
-                    pred = adapter.predict(syn_on_test)
-                    row = dict(base, strategy="label_adapt", alpha=None, **_scores(pred, data.test_points, scheme),
-                               time_s=round(time.perf_counter() - t0, 2), init=None, **adapter_info,
-                               train=[{"set": "synthetic", "n": len(data.synthetic), "labels": "mapped"}],
-                               predictions="synthetic-only model, adapted by the cell's LabelAdapter")
-                    self._save(row)
-                adapted = None
-                if want & {"data_adapt", "mix", "finetune"}:
-                    adapted = Source(data.synthetic.with_points(adapter.predict(syn_gt)))
-                da_key = f"data_adapt_n{n}_s{seed}"
-                if "data_adapt" in want and not self._done("data_adapt", n, seed, None):
-                    self._cell("data_adapt", None, base, data, scheme, [adapted], da_key,
-                               train=[{"set": "synthetic", "n": len(data.synthetic), "labels": "adapted"}],
-                               extra=adapter_info)
-                if "finetune" in want and not self._done("finetune", n, seed, None):
-                    # The data_adapt model (trained here if that strategy is not run, reloaded if it is).
-                    init = self._train([adapted], seed, da_key).state_dict()
-                    ft = self.cfg.train.finetune_steps or self.cfg.train.steps // 2
-                    self._cell("finetune", None, base, data, scheme, [real], f"finetune_n{n}_s{seed}",
-                               train=[{"set": "real_train", "n": n, "labels": "real"}],
-                               extra=dict(adapter_info, init=f"{da_key} (pre-trained on adapted synthetic)"),
-                               steps=ft, init=init, lr=self.cfg.train.lr / 2)
-                if "mix" in want:
-                    for a in g.alphas:
-                        if self._done("mix", n, seed, a):
+                for s in chosen:
+                    for alpha in (g.alphas if s.per_alpha else [None]):
+                        cell = Cell(self, s, n, seed, alpha, idx, shared)
+                        if self._cell_path(cell.key()).is_file():
                             continue
-                        mix = [Source(real.crops, 1 - a), Source(adapted.crops, a)]
-                        self._cell("mix", a, base, data, scheme, mix, f"mix_a{a:g}_n{n}_s{seed}", extra=adapter_info,
-                                   train=[{"set": "real_train", "n": n, "labels": "real", "share": 1 - a},
-                                          {"set": "synthetic", "n": len(data.synthetic), "labels": "adapted",
-                                           "share": a}])
+                        self._prepare(cell, per_seed, shared)
+                        self._run_cell(cell)
         return collect(self.out)
 
-    def _cell(self, strategy: str, alpha: float | None, base: dict, data: Data, scheme, sources: list, key: str,
-              train: list[dict], extra: dict | None = None, **fit) -> None:
-        """Train (or reload) one model, score it on the test set, save the row with its provenance."""
-        from gapkit.train import predict
+    def _prepare(self, cell: Cell, per_seed: dict, shared: dict) -> None:
+        """Build what ``cell``'s strategy declares it needs, once per seed or per (N_real, seed)."""
+        from gapkit.adapt import FitConfig, LabelAdapter
+        from gapkit.train import Source, predict
 
+        want, data = _closure(cell.strategy.needs), self.data
+        if "synthetic_model" in want and "synthetic_model" not in shared:
+            if "synthetic_model" not in per_seed:
+                model = self.train([Source(data.synthetic)], cell.seed, f"synthetic_mapped_s{cell.seed}")
+                per_seed.update(synthetic_model=model, synthetic_on_pool=predict(model, data.pool, device=self.device),
+                                synthetic_on_test=predict(model, data.test, device=self.device))
+            shared.update(per_seed)
+        if "adapter" in want and "adapter" not in shared:
+            t0 = time.perf_counter()
+            pool_gt = data.pool.to_image(cell.idx, data.pool.points[cell.idx])
+            adapter = LabelAdapter(self.cfg.target_scheme, self.cfg.target_scheme)
+            fit = adapter.fit(shared["synthetic_on_pool"][cell.idx], pool_gt,
+                              FitConfig(seed=cell.seed, device=self.device), ids=cell.ids)
+            shared["adapter"] = adapter
+            shared["adapter_info"] = AdapterInfo(
+                train_ids=cell.ids, head=fit.head, fit_s=round(time.perf_counter() - t0, 2),
+                fitted_on="synthetic model's predictions on the N_real images -> their labels")
+        if "adapted" in want and "adapted" not in shared:
+            syn_gt = data.synthetic.to_image(np.arange(len(data.synthetic)), data.synthetic.points)
+            shared["adapted"] = Source(data.synthetic.with_points(shared["adapter"].predict(syn_gt)))
+
+    def _run_cell(self, cell: Cell) -> None:
+        """Run one strategy on one cell, score it on the test set, save the row with its provenance."""
+        from gapkit.metrics import summary
+
+        m = self.cfg.metric
         t0 = time.perf_counter()
-        model = self._train(sources, base["seed"], key, **fit)
-        pred = predict(model, data.test)
-        row = dict(base, strategy=strategy, alpha=alpha, **_scores(pred, data.test_points, scheme),
-                   time_s=round(time.perf_counter() - t0, 2), train=train, **{"init": None, **(extra or {})})
-        self._save(row)
-        self.log(f"{strategy}{'' if alpha is None else f' a={alpha:g}'} n={row['n_real']} seed={row['seed']}: "
-                 f"NME(inter_ocular) {row['nme_pct']:.2f}%")
-
-
-def collect(out: Path) -> list[dict]:
-    rows = [json.loads(p.read_text()) for p in sorted((Path(out) / "cells").glob("*.json"))]
-    return sorted(rows, key=lambda r: (r["strategy"], r["alpha"] or 0, r["n_real"], r["seed"]))
+        out: Outcome = cell.strategy.run(cell)
+        elapsed = time.perf_counter() - t0
+        sc = summary(out.pred, self.data.test_points, self.scheme, m.normaliser, threshold=m.failure_threshold,
+                     per_face=True)
+        test_ids = self.data.test.ids
+        row = CellResult(
+            strategy=cell.strategy.name, alpha=cell.alpha, n_real=cell.n, seed=cell.seed, test_set="real_test",
+            test_n=len(test_ids), test_ids_sha=_digest(test_ids), real_ids=cell.ids, normaliser=sc["normaliser"],
+            threshold=m.failure_threshold, nme_pct=sc["nme_pct"], fr=sc[f"fr@{m.failure_threshold:g}"],
+            auc=sc[f"auc@{m.failure_threshold:g}"], per_face_nme=[round(float(v), 6) for v in sc["per_face_nme"]],
+            time_s=round(elapsed, 2), train=out.train, init=out.init, predictions=out.predictions,
+            adapter=cell._shared.get("adapter_info") if "adapter" in _closure(cell.strategy.needs) else None)
+        atomic_write_text(self._cell_path(cell.key()), row.model_dump_json(), overwrite=True)
+        self.log(f"{row.name} n={row.n_real} seed={row.seed}: NME({row.normaliser}) {row.nme_pct:.2f}% "
+                 f"({row.time_s:.0f} s)")
