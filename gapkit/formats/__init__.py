@@ -2,19 +2,27 @@
 folder markers, what it stores, its options) and has ``read(src, **opts)`` yielding
 FaceRecord | Problem and, where writing makes sense, ``write(records, out, overwrite=...)``
 yielding what it wrote or the Problem that stopped a record. Only these modules know a file
-format; adding one is one module and one line here."""
+format; adding one is one module in this package: it is found by its ``INFO``."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from pathlib import Path
 from types import ModuleType
 
 from gapkit.errors import ConfigError, InputError
-from gapkit.formats import coco, csv_table, datagen, dlib_xml, facesynthetics, ibug300w, manifest, menpo, wflw
 from gapkit.formats.common import FormatInfo
 
-# Folder detection tries these in order: the more specific layouts first.
-_MODULES = (manifest, facesynthetics, datagen, menpo, ibug300w, wflw, coco, dlib_xml, csv_table)
+
+def _discover() -> tuple[ModuleType, ...]:
+    """Every module of this package that declares an ``INFO``, in detection order."""
+    found = [importlib.import_module(f"{__name__}.{m.name}") for m in pkgutil.iter_modules(__path__)]
+    return tuple(sorted((m for m in found if isinstance(getattr(m, "INFO", None), FormatInfo)),
+                        key=lambda m: (m.INFO.detect_rank, m.INFO.name)))
+
+
+_MODULES = _discover()
 FORMATS: dict[str, ModuleType] = {m.INFO.name: m for m in _MODULES}
 
 

@@ -28,7 +28,7 @@ INFO = FormatInfo(
     stores=frozenset({"missing", "visibility", "bbox", "split", "attributes", "any_scheme"}),
     read_options={"images": "image folder (default: the JSON's folder)",
                   "scheme": "scheme name when the point count is ambiguous",
-                  "part": "auto | face | keypoints: which key points to read (default auto)"})
+                  "part": "auto | face | keypoints: which key points to read (default auto)"}, detect_rank=70)
 
 
 

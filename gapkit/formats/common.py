@@ -37,6 +37,7 @@ class FormatInfo:
     read_options: Mapping[str, str] = field(default_factory=dict)   # -O name -> help
     write_options: Mapping[str, str] = field(default_factory=dict)
     splits: tuple[str, ...] = ()                    # the fixed split names, when the layout defines them
+    detect_rank: int = 50                           # guess_format tries lower ranks first: specific layouts
 
     def __post_init__(self) -> None:
         unknown = set(self.stores) - set(CAPABILITIES)

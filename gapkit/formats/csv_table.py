@@ -30,7 +30,7 @@ INFO = FormatInfo(
     read_options={"images": "image folder (default: the CSV's folder)",
                   "scheme": "scheme name when the point count is ambiguous",
                   "headerless": "true | false (default: detected)",
-                  "split": "split name for headerless rows"})
+                  "split": "split name for headerless rows"}, detect_rank=90)
 
 
 META = ["id", "image", "width", "height", "scheme", "source", "split", "bbox_x", "bbox_y", "bbox_w", "bbox_h"]

@@ -25,7 +25,7 @@ INFO = FormatInfo(
     name="datagen", about="Datagen DGFaces datapoints (key_points JSON v2; pixel_2d x is the row)",
     looks_for="datapoint folders with */key_points/", folder=("key_points",),
     stores=frozenset({"visibility", "bbox", "attributes"}),
-    read_options={"keypoints": "standard (68 points) | dense (468 points); default standard"})
+    read_options={"keypoints": "standard (68 points) | dense (468 points); default standard"}, detect_rank=30)
 
 
 KEYPOINT_FILES = {"standard": ("face_standard_key_points.json", "standard", "datagen68"),

@@ -23,7 +23,7 @@ INFO = FormatInfo(
     stores=frozenset({"missing", "bbox", "any_scheme"}),
     read_options={"images": "image folder (default: the XML's folder)",
                   "scheme": "scheme name when the point count is ambiguous",
-                  "num_points": "point count when the highest part name is not the last point"})
+                  "num_points": "point count when the highest part name is not the last point"}, detect_rank=80)
 
 
 

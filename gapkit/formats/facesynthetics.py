@@ -23,7 +23,7 @@ INFO = FormatInfo(
     looks_for="*_ldmks.txt files beside their images", files=("_ldmks.txt",), folder=("*_ldmks.txt",),
     stores=frozenset({"any_scheme"}),
     read_options={"scheme": "scheme name when the point count is ambiguous"},
-    write_options={"images": "link | copy | none: how images are placed (default link)"})
+    write_options={"images": "link | copy | none: how images are placed (default link)"}, detect_rank=20)
 
 
 SUFFIX = "_ldmks.txt"

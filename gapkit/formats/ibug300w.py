@@ -30,7 +30,7 @@ INFO = FormatInfo(
     read_options={"subset": f"only these splits: {' | '.join(SUBSETS)} (default all)",
                   "scheme": "scheme name when the point count is ambiguous"},
     write_options={"images": "link | copy | none: how images are placed beside the .pts (default link)"},
-    splits=("train", "common", "challenging", "test", "other"))
+    splits=("train", "common", "challenging", "test", "other"), detect_rank=50)
 
 
 def split_of(rel: Path) -> tuple[str, str]:

@@ -17,7 +17,7 @@ from gapkit.records import FaceRecord, make_record
 INFO = FormatInfo(
     name="manifest", about="gapkit's own JSON Lines of face records (lossless)",
     looks_for="a .jsonl manifest", files=(".jsonl",),
-    stores=frozenset({"missing", "visibility", "bbox", "split", "attributes", "any_scheme"}))
+    stores=frozenset({"missing", "visibility", "bbox", "split", "attributes", "any_scheme"}), detect_rank=10)
 
 
 

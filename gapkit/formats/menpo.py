@@ -23,7 +23,7 @@ INFO = FormatInfo(
     name="menpo", about="menpo landmark files: .pts (1-based) and .ljson (points as [y, x])",
     looks_for="*.ljson or *.pts files beside their images", files=(".ljson",), folder=("*.ljson",),
     stores=frozenset({"missing", "attributes", "any_scheme"}),
-    read_options={"scheme": "scheme name for files that are not 68-point faces"})
+    read_options={"scheme": "scheme name for files that are not 68-point faces"}, detect_rank=40)
 
 
 # menpo's .pts files carry no scheme; only the 68-point face is a safe default.

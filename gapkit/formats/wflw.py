@@ -22,7 +22,7 @@ INFO = FormatInfo(
     looks_for="a WFLW list_98pt_rect_attr_*.txt file", files=(".txt",),
     stores=frozenset({"bbox", "split", "attributes"}),
     read_options={"images": "image folder (default WFLW_images/ beside the list)",
-                  "split": "split name for the records (default from the file name)"})
+                  "split": "split name for the records (default from the file name)"}, detect_rank=60)
 
 
 ATTRIBUTES = ("pose", "expression", "illumination", "make_up", "occlusion", "blur")
