@@ -51,6 +51,7 @@ def test_every_registered_strategy_has_a_row_below():
 # and the model it starts from (a prefix), if any.
 PROVENANCE = [
     ("real_only", ["real_train"], ["real"], False, None),
+    ("synthetic_only", ["synthetic"], ["mapped"], False, None),
     ("label_adapt", ["synthetic"], ["mapped"], True, None),
     ("data_adapt", ["synthetic"], ["adapted"], True, None),
     ("mix", ["real_train", "synthetic"], ["real", "adapted"], True, None),

@@ -69,6 +69,14 @@ def real_only(cell: Cell) -> Outcome:
     return Outcome(cell.predict(model), [cell.real_part()])
 
 
+@strategy("synthetic_only", "synthetic model, labels mapped by the scheme mapping, no adapter",
+          needs=("synthetic_model",))
+def synthetic_only(cell: Cell) -> Outcome:
+    # The baseline the adapters must beat; it does not depend on N_real.
+    return Outcome(cell.synthetic_on_test, [cell.synthetic_part("mapped")],
+                   predictions="synthetic-only model, no adaptation")
+
+
 @strategy("label_adapt", "synthetic model, its predictions label-adapted", needs=("adapter",))
 def label_adapt(cell: Cell) -> Outcome:
     pred = cell.adapter.predict(cell.synthetic_on_test)
