@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# The main job: the five-strategy benchmark on simulated data, then the gaps of that data.
+# The main job: the strategy benchmark on simulated data, then the gaps of that data.
 demo: setup
 	$(VENV)/bin/gapkit benchmark
 	$(VENV)/bin/gapkit sim runs/demo/synthetic --n 16 --preview runs/demo/sheet.png --overwrite

@@ -2,7 +2,7 @@
 
 The only module that knows what an index means. Schemes live in
 ``schemas/schemes/*.json`` and mappings in ``schemas/mappings/*.json`` (installed as
-``gapkit.schemas``); extra folders can be added with :func:`register_folder`.
+``gapkit.schemas``): a new scheme or mapping is one JSON file there.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import json
 from collections import deque
 from functools import cache
 from importlib import resources
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -163,22 +162,10 @@ def _read_json_dir(kind: str) -> list[dict]:
             if f.name.endswith(".json")]
 
 
-_extra_folders: list[Path] = []
-
-
-def register_folder(folder: str | Path) -> None:
-    """Add a folder with ``schemes/`` and/or ``mappings/`` JSON files (user schemes)."""
-    _extra_folders.append(Path(folder))
-    _registry.cache_clear()
-
-
 @cache
 def _registry() -> tuple[dict[str, LandmarkScheme], dict[str, SchemeMapping]]:
     scheme_docs = _read_json_dir("schemes")
     mapping_docs = _read_json_dir("mappings")
-    for folder in _extra_folders:
-        scheme_docs += [json.loads(p.read_text()) for p in sorted((folder / "schemes").glob("*.json"))]
-        mapping_docs += [json.loads(p.read_text()) for p in sorted((folder / "mappings").glob("*.json"))]
     schemes = {d["name"]: LandmarkScheme.model_validate(d) for d in scheme_docs}
     mappings = {d["name"]: SchemeMapping.model_validate(d) for d in mapping_docs}
     for m in mappings.values():

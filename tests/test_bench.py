@@ -137,3 +137,67 @@ def test_a_pool_of_two_folders_is_one_training_set(shared):
     test = _load(cfg.real_test, cfg.target_scheme, "real_test", print)
     assert len(pool) == 1675 and len({r.id for r in pool}) == 1675 and len(test) == 224
     assert not {r.image for r in pool} & {r.image for r in test}
+
+
+def test_command_line_overrides_replace_what_they_name_and_are_validated(tiny):
+    from gapkit.bench import override
+    from gapkit.errors import ConfigError
+
+    cfg = tiny[0]
+    o = override(cfg, steps=7, size=48, seeds=[3, 4], n_real=[5, "all"], strategies=["real_only"])
+    assert (o.train.steps, o.train.size, o.grid.seeds, o.grid.n_real, o.grid.strategies) == (
+        7, 48, [3, 4], [5, "all"], ["real_only"])
+    assert o.train.batch_size == cfg.train.batch_size and cfg.train.steps == 4  # the original is untouched
+    q = override(cfg.model_copy(update={"grid": Grid(n_real=[1, 2, 3], seeds=[0, 1])}), quick=True)
+    assert q.grid.n_real == [1, 2] and q.grid.seeds == [0] and q.train.steps <= 30
+    with pytest.raises(ConfigError, match="unknown strategies"):
+        override(cfg, strategies=["best_one"])
+    with pytest.raises(ConfigError, match="steps"):
+        override(cfg, steps=0)
+
+
+def test_benchmark_cli_overrides_and_threads(tiny, tmp_path):
+    from typer.testing import CliRunner
+
+    from gapkit.cli.main import app
+
+    cfg = tiny[0]
+    toml = tmp_path / "b.toml"
+    sets = lambda name, ds: "".join(f'[[{name}]]\npath = "{d.path}"\n' for d in ds)  # noqa: E731
+    toml.write_text(sets("real_train", cfg.real_train) + sets("real_test", cfg.real_test)
+                    + sets("synthetic", cfg.synthetic) + "[train]\nsteps = 3\nbatch_size = 4\nsize = 32\nwidth = 4\n")
+    args = ["benchmark", "--config", str(toml), "--out", str(tmp_path / "runs"), "--name", "o"]
+    import re
+
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        r = CliRunner().invoke(app, [*args, "--steps", "2", "--n-real", "4", "--seeds", "5",
+                                     "--strategies", "real_only,synthetic_only", "--threads", "1"])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert r.exit_code == 0, r.output
+    assert "torch uses 1 CPU thread" in r.output and re.search(r"real_only n=4 seed=5: .*\(\d+ s\)", r.output)
+    cells = sorted(p.name for p in (tmp_path / "runs/o/cells").glob("*.json"))
+    assert cells == ["real_only_n4_s5.json", "synthetic_only_n4_s5.json"]
+    assert CliRunner().invoke(app, [*args, "--strategies", "nope"]).exit_code == 2
+    assert CliRunner().invoke(app, [*args, "--threads", "0"]).exit_code == 2
+    assert CliRunner().invoke(app, [*args, "--n-real", "ten"]).exit_code == 2
+
+
+def test_a_strategy_cannot_use_what_it_did_not_declare(tiny, monkeypatch):
+    from gapkit.bench import strategies as st
+    from gapkit.errors import ConfigError
+
+    cfg, data, out, _ = tiny
+
+    def sneaky(cell):
+        return st.Outcome(cell.adapter.predict(cell.synthetic_on_test), [])
+
+    monkeypatch.setitem(st.STRATEGIES, "real_only", st.Strategy("real_only", "undeclared", sneaky))
+    runner = Runner(cfg.model_copy(update={"grid": Grid(n_real=[6], seeds=[9], strategies=["real_only"])}),
+                    out.parent / "sneaky")
+    with pytest.raises(ConfigError, match="does not declare"):
+        runner.run(data)
