@@ -216,7 +216,7 @@ def benchmark(
             def step(key: str, s: int, n: int) -> None:
                 bar.update(task, completed=s, total=n, description=key)
 
-            paths = run(cfg, folder, log=lambda m: console.print(m, highlight=False), progress=step)
+            paths = run(cfg, folder, log=lambda m: console.print(m, highlight=False), progress=step, smoke=quick)
     console.print((folder / "report.md").read_text(), highlight=False)
     console.print("[green]wrote[/green] " + ", ".join(str(p) for p in paths))
 

@@ -116,6 +116,14 @@ def test_outputs_are_written(tiny):
     assert "| real_only |" in report and "## Findings" in report and "N=12" in report
     assert len(json.loads((out / "results.json").read_text())) == len(rows)
     assert (out / "results.csv").read_text().splitlines()[0].startswith("strategy,alpha,n_real,seed,nme_pct")
+    assert "Smoke test" not in report and "best strategy" in report
+
+
+def test_a_smoke_run_states_no_findings(tiny, tmp_path):
+    _, _, out, _ = tiny
+    write_outputs(collect(out), tmp_path, "tiny", smoke=True)
+    report = (tmp_path / "report.md").read_text()
+    assert "Smoke test" in report and "None: this is a smoke test." in report and "best strategy" not in report
 
 
 def test_config_from_toml_resolves_paths_and_rejects_unknown_keys(tmp_path):

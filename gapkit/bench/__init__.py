@@ -47,12 +47,13 @@ def default_config(data_dir: Path, quick: bool = False, workers: int = 1,
 
 
 def run(cfg: BenchConfig, out: Path, log: Callable[[str], None] = lambda s: None,
-        progress: Callable[[str, int, int], None] | None = None) -> list[Path]:
-    """Run (or resume) the benchmark into ``out`` and write its report and figures."""
+        progress: Callable[[str, int, int], None] | None = None, smoke: bool = False) -> list[Path]:
+    """Run (or resume) the benchmark into ``out`` and write its report and figures; a ``smoke``
+    run (``--quick``) is marked as one and states no findings."""
     data = load_data(cfg, log)
     log(f"data: {len(data.pool)} real training, {len(data.test)} real test, {len(data.synthetic)} synthetic faces")
     rows = Runner(cfg, out, log, progress).run(data)
-    return write_outputs(rows, out, f"gapkit benchmark: {cfg.name}")
+    return write_outputs(rows, out, f"gapkit benchmark: {cfg.name}", smoke=smoke)
 
 
 def override(cfg: BenchConfig, quick: bool = False, steps: int | None = None, size: int | None = None,
