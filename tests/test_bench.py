@@ -116,14 +116,14 @@ def test_outputs_are_written(tiny):
     assert "| real_only |" in report and "## Findings" in report and "N=12" in report
     assert len(json.loads((out / "results.json").read_text())) == len(rows)
     assert (out / "results.csv").read_text().splitlines()[0].startswith("strategy,alpha,n_real,seed,nme_pct")
-    assert "Smoke test" not in report and "best strategy" in report
+    assert "Smoke test" not in report and "With 6 real images" in report
 
 
 def test_a_smoke_run_states_no_findings(tiny, tmp_path):
     _, _, out, _ = tiny
     write_outputs(collect(out), tmp_path, "tiny", smoke=True)
     report = (tmp_path / "report.md").read_text()
-    assert "Smoke test" in report and "None: this is a smoke test." in report and "best strategy" not in report
+    assert "Smoke test" in report and "None: this is a smoke test." in report and "With 6 real images" not in report
 
 
 def test_config_from_toml_resolves_paths_and_rejects_unknown_keys(tmp_path):
@@ -209,3 +209,43 @@ def test_a_strategy_cannot_use_what_it_did_not_declare(tiny, monkeypatch):
                     out.parent / "sneaky")
     with pytest.raises(ConfigError, match="does not declare"):
         runner.run(data)
+
+
+@pytest.mark.parametrize("shift, separates", [(0.0, False), (0.02, True), (-0.02, True)])
+def test_paired_difference_interval_and_ties(shift, separates):
+    import numpy as np
+
+    from gapkit.bench.stats import cell_interval, difference
+
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0.03, 0.08, size=(3, 200))
+    b = a + shift + rng.normal(0, 0.002, a.shape)
+    d = difference(a, b)
+    assert d.separates() == separates and d.lo <= d.mean <= d.hi
+    assert abs(d.mean + 100 * shift) < 0.1
+    c = cell_interval(a)
+    assert c.lo < 100 * a.mean() < c.hi and c.hi - c.lo < 1.0
+    assert cell_interval(np.full((2, 50), 0.05)).lo == pytest.approx(5.0)  # no spread, no width
+
+
+def test_a_tie_is_called_a_tie_and_equivalence_is_a_grid_bound():
+    import numpy as np
+
+    from gapkit.bench.report import findings
+    from gapkit.bench.results import CellResult
+
+    rng = np.random.default_rng(1)
+    faces = rng.uniform(0.03, 0.08, size=100)
+
+    def row(strategy, n, pf):
+        return CellResult(strategy=strategy, alpha=None, n_real=n, seed=0, test_set="t", test_n=100,
+                          test_ids_sha="x", real_ids=[], normaliser="inter_ocular", threshold=0.08,
+                          nme_pct=100 * pf.mean(), fr=0, auc=0, per_face_nme=list(pf), time_s=0, train=[])
+
+    rows = [row("real_only", 10, faces + 0.02), row("real_only", 100, faces),
+            row("finetune", 10, faces + 1e-5), row("finetune", 100, faces + rng.normal(0, 0.01, 100))]
+    text = " ".join(findings(rows))
+    assert "With 10 real images, finetune is better than real only by 2.00 points" in text
+    assert "With 100 real images no strategy beats real only (ties: finetune)" in text
+    assert "N=100" in text and "more than" not in text
+    assert "best" not in text

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from gapkit.bench.results import CSV_COLUMNS, CellResult
+from gapkit.bench.stats import Estimate, cell_interval, difference
 from gapkit.bench.strategies import STRATEGIES
 from gapkit.files import atomic_write_text
 
@@ -47,38 +48,73 @@ def equivalent_real(nme: float, curve: dict[int, float]) -> tuple[float, str]:
     return float(np.exp(np.log(ns[j - 1]) + f * (np.log(ns[j]) - np.log(ns[j - 1])))), ""
 
 
+def per_face(rows: list[CellResult]) -> dict[str, dict[int, np.ndarray]]:
+    """{strategy name: {n_real: (seeds, test faces) per-face NME}}."""
+    t: dict[str, dict[int, list]] = defaultdict(lambda: defaultdict(list))
+    for r in sorted(rows, key=lambda r: r.seed):
+        t[r.name][r.n_real].append(r.per_face_nme)
+    return {k: {n: np.array(v) for n, v in d.items()} for k, d in t.items()}
+
+
+def _versus(name: str, d: Estimate) -> str:
+    """``name`` against real only, from the difference real - name (a separated one)."""
+    side = "better" if d.mean > 0 else "worse"
+    lo, hi = sorted((abs(d.lo), abs(d.hi)))
+    return f"{name} is {side} than real only by {abs(d.mean):.2f} points [{lo:.2f}, {hi:.2f}]"
+
+
 def findings(rows: list[CellResult]) -> list[str]:
-    t = table(rows)
-    if "real_only" not in t:
+    """Statements the intervals support: a difference is named only where its 95% interval
+    leaves out zero, and a tie is called a tie."""
+    pf = per_face(rows)
+    if "real_only" not in pf:
         return ["real_only was not run, so nothing is compared against it."]
-    mean = {k: {n: float(np.mean(v)) for n, v in d.items()} for k, d in t.items()}
-    real = mean["real_only"]
+    real = pf["real_only"]
     ns = sorted(real)
     out = []
-    n0, n1 = ns[0], ns[-1]
-    others = {k: v for k, v in mean.items() if k != "real_only"}
-    if others:
-        best0 = min(others, key=lambda k: others[k].get(n0, np.inf))
-        d0 = real[n0] - others[best0][n0]
-        best1 = min(others, key=lambda k: others[k].get(n1, np.inf))
-        d1 = real[n1] - others[best1][n1]
-        out.append(f"With {n0} real images the best strategy is **{best0}**: NME {others[best0][n0]:.2f}% against "
-                   f"{real[n0]:.2f}% for real only ({d0:+.2f} points in its favour). With {n1} real images: "
-                   f"**{best1}** {others[best1][n1]:.2f}% against {real[n1]:.2f}% ({d1:+.2f}); the advantage "
-                   f"{'shrinks' if d1 < d0 else 'does not shrink'} as N_real grows.")
-    if "finetune" in mean:
-        ft = mean["finetune"]
-        small = [n for n in ns if n in ft and n < n1] or [n0]
+    for n in dict.fromkeys((ns[0], ns[-1])):
+        diffs = {k: difference(real[n], v[n]) for k, v in pf.items() if k != "real_only" and n in v}
+        if not diffs:
+            continue
+        better = sorted((k for k, d in diffs.items() if d.separates() and d.mean > 0), key=lambda k: -diffs[k].mean)
+        ties = [k for k, d in diffs.items() if not d.separates()]
+        if better:
+            top = better[0]
+            rest = [k for k in better[1:] if not difference(pf[k][n], pf[top][n]).separates()]
+            head = f"With {n} real images, {_versus(top, diffs[top])}"
+            out.append(head + (f"; {', '.join(rest)} cannot be told apart from it." if rest else "."))
+        else:
+            out.append(f"With {n} real images no strategy beats real only"
+                       + (f" (ties: {', '.join(ties)})." if ties else "."))
+    if "finetune" in pf:
+        mean_real = {n: float(v.mean()) * 100 for n, v in real.items()}
+        ft = pf["finetune"]
+        small = [n for n in ns if n in ft and n < ns[-1]] or [ns[0]]
         n = small[len(small) // 2] if len(small) > 1 else small[0]
-        eq, note = equivalent_real(ft[n], real)
-        out.append(f"Real-image equivalence: fine-tuning with {n} real images reaches NME {ft[n]:.2f}%, "
-                   f"which real-only training needs {note}{eq:.0f} real images for.")
-    if "label_adapt" in mean:
-        la = mean["label_adapt"]
-        out.append(f"Synthetic-only training with label adaptation of its predictions reaches NME "
-                   f"{min(la.values()):.2f}%-{max(la.values()):.2f}% across N_real (adapter fitted on N_real pairs), "
-                   f"against {real[n1]:.2f}% for real-only with all {n1} real images.")
+        est = cell_interval(ft[n])
+        out.append(f"Real-image equivalence: fine-tuning with {n} real images reaches NME {est}%; "
+                   + equivalence_bounds(est, mean_real) + ".")
     return out
+
+
+def equivalence_bounds(est: Estimate, curve: dict[int, float]) -> str:
+    """How many real-only images reach the NME interval ``est``, as grid bounds: only the
+    measured N values are claimed, never an interpolated count."""
+    ns = sorted(curve)
+    vals = np.minimum.accumulate([curve[n] for n in ns])
+
+    def reach(v: float) -> int | None:
+        return next((n for n, m in zip(ns, vals, strict=True) if m <= v), None)
+
+    worst, best = reach(est.hi), reach(est.lo)  # a worse NME is reached with fewer images
+    if worst is None:
+        return f"real-only training does not reach it with any measured N (up to {ns[-1]})"
+    if best is None:
+        return (f"real-only training reaches the interval's worse end at N={worst}; its better end lies beyond "
+                f"the largest measured N ({ns[-1]})")
+    if worst == best:
+        return f"real-only training reaches that at N={worst} of the measured grid"
+    return f"real-only training reaches that interval somewhere between N={worst} and N={best} of the measured grid"
 
 
 SMOKE = ("**Smoke test (`--quick`)**: a tiny grid with models far from trained. It checks that every "
@@ -97,13 +133,11 @@ def write_outputs(rows: list[CellResult], out: Path, title: str, smoke: bool = F
     t = table(rows)
     ns = sorted({r.n_real for r in rows})
     norm = ", ".join(sorted({r.normaliser for r in rows}))
-    lines = [f"# {title}", "", f"NME({norm}) in % on the real test set, mean ± sd over seeds.", "",
+    lines = [f"# {title}", "", f"NME({norm}) in % on the real test set: mean over seeds and faces [95% bootstrap interval over faces and seeds].", "",
              "| strategy | " + " | ".join(f"N={n}" for n in ns) + " |", "|---|" + "---|" * len(ns)]
+    pf = per_face(rows)
     for k in sorted(t, key=_order):
-        cells = []
-        for n in ns:
-            v = t[k].get(n)
-            cells.append(f"{np.mean(v):.2f} ± {np.std(v):.2f}" if v else "-")
+        cells = [str(cell_interval(pf[k][n])) if n in pf[k] else "-" for n in ns]
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     ran = [s for s in STRATEGIES.values() if s.name in {r.strategy for r in rows}]
     lines += ["", "Strategies: " + "; ".join(f"`{s.name}`: {s.label}" for s in ran) + "."]
@@ -139,15 +173,16 @@ def plots(rows: list[CellResult], out: Path) -> list[Path]:
     from gapkit.metrics import ced
 
     t = table(rows)
+    pf = per_face(rows)
     nme_label = f"NME({', '.join(sorted({r.normaliser for r in rows}))}) %"
     paths = []
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for k in sorted(t):
         ns = sorted(t[k])
-        m = np.array([np.mean(t[k][n]) for n in ns])
-        s = np.array([np.std(t[k][n]) for n in ns])
-        ax.plot(ns, m, marker="o", label=k, lw=2.2 if k == "real_only" else 1.5, color="k" if k == "real_only" else None)
-        ax.fill_between(ns, m - s, m + s, alpha=0.15)
+        est = [cell_interval(pf[k][n]) for n in ns]
+        ax.plot(ns, [e.mean for e in est], marker="o", label=k, lw=2.2 if k == "real_only" else 1.5,
+                color="k" if k == "real_only" else None)
+        ax.fill_between(ns, [e.lo for e in est], [e.hi for e in est], alpha=0.15)  # 95% bootstrap interval
     ax.set_xscale("log")
     paths.append(_finish(fig, ax, "N_real (real training images)", nme_label, out / "nme_vs_nreal.png"))
 
@@ -184,7 +219,9 @@ def plots(rows: list[CellResult], out: Path) -> list[Path]:
                 if note:
                     ax.annotate(note, (n, v), fontsize=8, xytext=(3, 3), textcoords="offset points")
         lim = [min(real), max(real)]
-        ax.plot(lim, lim, "k--", lw=1, label="real only (y = x)")
+        ax.plot(lim, lim, "k--", lw=1, label="y = x: worth as many real images as it uses")
+        ax.plot([], [], " ", label="between grid points: log-linear interpolation of real only;\n"
+                                  "'>': beyond the largest real-only N; '<=': at or below the smallest")
         ax.set_xscale("log")
         ax.set_yscale("log")
         paths.append(_finish(fig, ax, "N_real used by the strategy", "real-only images for the same NME",
