@@ -135,9 +135,9 @@ def write_outputs(rows: list[CellResult], out: Path, title: str, smoke: bool = F
     norm = ", ".join(sorted({r.normaliser for r in rows}))
     lines = [f"# {title}", "", f"NME({norm}) in % on the real test set: mean over seeds and faces [95% bootstrap interval over faces and seeds].", "",
              "| strategy | " + " | ".join(f"N={n}" for n in ns) + " |", "|---|" + "---|" * len(ns)]
-    pf = per_face(rows)
+    intervals = {k: {n: cell_interval(v) for n, v in d.items()} for k, d in per_face(rows).items()}
     for k in sorted(t, key=_order):
-        cells = [str(cell_interval(pf[k][n])) if n in pf[k] else "-" for n in ns]
+        cells = [str(intervals[k][n]) if n in intervals[k] else "-" for n in ns]
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     ran = [s for s in STRATEGIES.values() if s.name in {r.strategy for r in rows}]
     lines += ["", "Strategies: " + "; ".join(f"`{s.name}`: {s.label}" for s in ran) + "."]
@@ -148,7 +148,7 @@ def write_outputs(rows: list[CellResult], out: Path, title: str, smoke: bool = F
         lines += ["", "## Findings", ""] + [f"{i + 1}. {f}" for i, f in enumerate(findings(rows))]
     lines += ["", "Figures: `nme_vs_nreal.png`, `ced.png`, `equivalence.png`. Rows: `results.csv`.", ""]
     atomic_write_text(out / "report.md", "\n".join(lines), overwrite=True)
-    return [out / "report.md", *plots(rows, out)]
+    return [out / "report.md", *plots(rows, out, intervals)]
 
 
 def _finish(fig, ax, xlabel: str, ylabel: str, path: Path) -> Path:
@@ -164,7 +164,7 @@ def _finish(fig, ax, xlabel: str, ylabel: str, path: Path) -> Path:
     return path
 
 
-def plots(rows: list[CellResult], out: Path) -> list[Path]:
+def plots(rows: list[CellResult], out: Path, intervals: dict[str, dict[int, Estimate]]) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -173,13 +173,12 @@ def plots(rows: list[CellResult], out: Path) -> list[Path]:
     from gapkit.metrics import ced
 
     t = table(rows)
-    pf = per_face(rows)
     nme_label = f"NME({', '.join(sorted({r.normaliser for r in rows}))}) %"
     paths = []
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for k in sorted(t):
         ns = sorted(t[k])
-        est = [cell_interval(pf[k][n]) for n in ns]
+        est = [intervals[k][n] for n in ns]
         ax.plot(ns, [e.mean for e in est], marker="o", label=k, lw=2.2 if k == "real_only" else 1.5,
                 color="k" if k == "real_only" else None)
         ax.fill_between(ns, [e.lo for e in est], [e.hi for e in est], alpha=0.15)  # 95% bootstrap interval

@@ -17,6 +17,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +88,7 @@ class Cell:
         a = f"_a{self.alpha:g}" if self.alpha is not None and strategy is None else ""
         return f"{strategy or self.strategy.name}{a}_n{self.n}_s{self.seed}"
 
-    @property
+    @cached_property  # a subset copies crops: once per cell
     def real(self):
         from gapkit.train import Source
 
@@ -100,7 +101,7 @@ class Cell:
         return TrainPart(set="synthetic", n=len(self._runner.data.synthetic), labels=labels, share=share)
 
     def _need(self, what: str):
-        if not {what} & _closure(self.strategy.needs):
+        if what not in _closure(self.strategy.needs):
             raise ConfigError(f"strategy {self.strategy.name} uses {what} but does not declare it in its needs")
         return self._shared[what]
 
