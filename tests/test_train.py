@@ -96,3 +96,70 @@ def test_unreadable_image_is_named(faces, tmp_path):
     bad = faces[0].model_copy(update={"image": str(tmp_path / "gone.jpg")})
     with pytest.raises(Exception, match="gone.jpg: missing or unreadable image"):
         FaceCrops([bad], size=32)
+
+
+def test_flip_test_averages_a_prediction_with_its_mirror(faces):
+    """predict(flip=True) is the mean of the plain prediction and the mirrored crop's, mapped
+    back with the flip permutation; a flip-symmetric model's two predictions agree."""
+    import torch
+
+    crops = FaceCrops(faces[:4], size=48)
+    model = train([Source(crops)], TrainConfig(steps=2, batch_size=4, width=4))
+    plain, both = predict(model, crops), predict(model, crops, flip=True)
+    x = torch.from_numpy(np.ascontiguousarray(crops.images[..., ::-1])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.inference_mode():
+        q = model(x.flip(-1)).numpy()[:, IBUG.flip]
+    q[..., 0] = 47 - q[..., 0]
+    np.testing.assert_allclose(both, (plain + crops.to_image(np.arange(4), q)) / 2, atol=1e-4)
+    assert not np.allclose(both, plain)
+
+
+def test_heatmap_term_pulls_heatmaps_towards_the_label():
+    """The DSNT term is ~0 for a heatmap that is the target Gaussian and large for one that
+    puts its mass elsewhere with the same mean."""
+    import torch
+
+    from gapkit.train.trainer import _heatmap_loss
+
+    xs = ys = torch.arange(16, dtype=torch.float32) * 4 + 1.5
+    y = torch.tensor([[[30.0, 30.0]]])
+    mask = torch.ones(1, 1)
+    g = torch.exp(-0.5 * ((xs[None, :] - 30) / 4) ** 2) * torch.exp(-0.5 * ((ys[:, None] - 30) / 4) ** 2)
+    good = (g / g.sum())[None, None]
+    split = torch.zeros(1, 1, 16, 16)
+    split[0, 0, 7, 0] = split[0, 0, 7, 15] = 0.5  # two far peaks, mean near the label row
+    assert _heatmap_loss(good, (xs, ys), y, mask) < 1e-6
+    assert _heatmap_loss(split, (xs, ys), y, mask) > 0.5
+
+
+@pytest.mark.parametrize("backbone", ["resnet18"])
+def test_a_standard_backbone_trains_and_predicts(faces, backbone):
+    try:
+        import torchvision  # noqa: F401
+    except Exception as exc:  # absent, or built for another torch
+        pytest.skip(f"torchvision does not import here: {exc}")
+    crops = FaceCrops(faces[:4], size=64)
+    model = train([Source(crops)], TrainConfig(steps=2, batch_size=4, backbone=backbone))
+    assert predict(model, crops).shape == (4, 68, 2) and model.backbone == backbone
+
+
+def test_unknown_or_missing_backbone_is_a_config_error():
+    from gapkit.errors import ConfigError
+    from gapkit.train.model import LandmarkNet
+
+    with pytest.raises(ConfigError, match="unknown backbone 'vgg'"):
+        LandmarkNet(68, backbone="vgg")
+    with pytest.raises(ConfigError, match="backbone"):
+        TrainConfig(backbone="vgg")
+
+
+def test_a_time_budget_ends_the_run(faces):
+    import time
+
+    crops = FaceCrops(faces[:4], size=32)
+    steps: list[int] = []
+    t = time.perf_counter()
+    train([Source(crops)], TrainConfig(steps=100_000, batch_size=4, width=4, budget_s=1.0, warmup=1),
+          progress=lambda s, n, loss: steps.append(s))
+    took = time.perf_counter() - t
+    assert 1.0 <= took < 10 and 1 < len(steps) < 100_000

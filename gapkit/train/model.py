@@ -2,7 +2,10 @@
 
 Input (B, 3, S, S) in [-1, 1]; output (B, K, 2) crop-pixel (x, y), sub-pixel through the
 expectation of a spatial softmax over K heatmaps at S/4 resolution (integral regression).
-The same architecture serves every strategy; only ``width`` scales it.
+The same architecture serves every strategy; ``width`` scales the compact backbone, and
+``backbone`` swaps it for a standard ResNet from torchvision (``pip install 'gapkit[backbones]'``,
+built with random weights: nothing downloads) for GPU users. Either feeds the same S/4 fusion,
+heatmap head and decoding.
 """
 
 from __future__ import annotations
@@ -28,24 +31,48 @@ class Block(nn.Module):
         return F.relu(y + (x if self.skip is None else self.skip(x)), inplace=True)
 
 
+BACKBONES = ("compact", "resnet18", "resnet34", "resnet50")
+
+
+def _resnet(name: str) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module, tuple[int, int, int]]:
+    """torchvision's ResNet ``name`` (random weights) cut into stem, S/4, S/8 and S/16 stages."""
+    try:
+        from torchvision import models
+    except Exception as exc:  # missing, or built for another torch (its C ops fail to register)
+        from gapkit.errors import ConfigError
+
+        raise ConfigError(f"backbone {name!r} needs a torchvision that imports beside this torch "
+                          f"(pip install 'gapkit[backbones]'): {exc}") from None
+    net = getattr(models, name)(weights=None)
+    c = (256, 512, 1024) if name == "resnet50" else (64, 128, 256)
+    return nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool), net.layer1, net.layer2, net.layer3, c
+
+
 class LandmarkNet(nn.Module):
-    def __init__(self, num_points: int, width: int = 32):
+    def __init__(self, num_points: int, width: int = 32, backbone: str = "compact"):
         super().__init__()
         w = width
-        self.num_points = num_points
-        self.stem = nn.Sequential(nn.Conv2d(3, w, 3, 2, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True))
-        self.s4 = nn.Sequential(Block(w, 2 * w, 2), Block(2 * w, 2 * w, 1))          # S/4
-        self.s8 = nn.Sequential(Block(2 * w, 4 * w, 2), Block(4 * w, 4 * w, 1))      # S/8
-        self.s16 = nn.Sequential(Block(4 * w, 4 * w, 2), Block(4 * w, 4 * w, 1))     # S/16: face-wide context
-        self.lat8 = nn.Conv2d(4 * w, 2 * w, 1)
-        self.lat16 = nn.Conv2d(4 * w, 2 * w, 1)
-        self.fuse = nn.Sequential(nn.Conv2d(2 * w, 2 * w, 3, 1, 1, bias=False), nn.BatchNorm2d(2 * w),
-                                  nn.ReLU(inplace=True))
-        self.head = nn.Conv2d(2 * w, num_points, 1)
+        self.num_points, self.backbone = num_points, backbone
+        if backbone == "compact":
+            self.stem = nn.Sequential(nn.Conv2d(3, w, 3, 2, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True))
+            self.s4 = nn.Sequential(Block(w, 2 * w, 2), Block(2 * w, 2 * w, 1))          # S/4
+            self.s8 = nn.Sequential(Block(2 * w, 4 * w, 2), Block(4 * w, 4 * w, 1))      # S/8
+            self.s16 = nn.Sequential(Block(4 * w, 4 * w, 2), Block(4 * w, 4 * w, 1))     # S/16: face-wide context
+            c4, c8, c16 = 2 * w, 4 * w, 4 * w
+        elif backbone in BACKBONES:
+            self.stem, self.s4, self.s8, self.s16, (c4, c8, c16) = _resnet(backbone)
+        else:
+            from gapkit.errors import ConfigError
+
+            raise ConfigError(f"unknown backbone {backbone!r}; use one of {', '.join(BACKBONES)}")
+        self.lat8 = nn.Conv2d(c8, c4, 1)
+        self.lat16 = nn.Conv2d(c16, c4, 1)
+        self.fuse = nn.Sequential(nn.Conv2d(c4, c4, 3, 1, 1, bias=False), nn.BatchNorm2d(c4), nn.ReLU(inplace=True))
+        self.head = nn.Conv2d(c4, num_points, 1)
         self.log_beta = nn.Parameter(torch.tensor(1.0))  # learnt softmax sharpness
 
     def features(self, x):
-        """Pooled backbone features (B, 4 * width): the visual-gap embedding."""
+        """Pooled backbone features (B, C) at S/16 (4 * width for the compact net): the visual-gap embedding."""
         return self.s16(self.s8(self.s4(self.stem(x)))).mean(dim=(2, 3))
 
     def heatmaps(self, x):
@@ -56,7 +83,8 @@ class LandmarkNet(nn.Module):
         y = f4 + F.interpolate(y, size=f4.shape[-2:], mode="bilinear", align_corners=False)
         return self.head(self.fuse(y))
 
-    def forward(self, x):
+    def decode(self, x):
+        """(points (B, K, 2) crop pixels, heatmap probabilities (B, K, H, W), cell centres (xs, ys))."""
         h = self.heatmaps(x)
         b, k, hh, ww = h.shape
         p = torch.softmax(h.flatten(2).float() * self.log_beta.exp(), dim=-1).view(b, k, hh, ww)
@@ -65,4 +93,9 @@ class LandmarkNet(nn.Module):
         # j * stride + (stride - 1) / 2 in 0-based pixel coordinates.
         xs = torch.arange(ww, device=x.device, dtype=p.dtype) * stride + (stride - 1) / 2
         ys = torch.arange(hh, device=x.device, dtype=p.dtype) * stride + (stride - 1) / 2
-        return torch.stack([(p.sum(2) * xs).sum(-1), (p.sum(3) * ys).sum(-1)], -1)
+        return torch.stack([(p.sum(2) * xs).sum(-1), (p.sum(3) * ys).sum(-1)], -1), p, (xs, ys)
+
+    def forward(self, x, with_heatmaps: bool = False):
+        # through forward (not decode) so DistributedDataParallel sees the call
+        out = self.decode(x)
+        return out if with_heatmaps else out[0]

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import Field, PositiveInt
@@ -31,12 +32,19 @@ class TrainConfig(Settings):
     size: PositiveInt = 128    # crop side in pixels
     margin: float = Field(1.3, gt=0)  # crop side over the face box's larger side
     width: PositiveInt = 32
+    backbone: Literal["compact", "resnet18", "resnet34", "resnet50"] = "compact"  # resnet*: torchvision
     lr: float = Field(4e-3, gt=0)
     weight_decay: float = 1e-4
     warmup: int = 20
     seed: int = 0
     device: str = "auto"
     amp: bool = True           # on CUDA only
+    heatmap_loss: float = Field(0.5, ge=0)  # weight of the heatmap-shape term (see _heatmap_loss)
+    flip_test: bool = True     # at prediction, average with the mirrored crop (see predict)
+    # Wall-clock budget: the run ends when it is spent (or at ``steps``), and the cosine decay
+    # follows the larger of the step and time fractions. Such a run is not step-for-step
+    # reproducible; the benchmark against ERT uses it to train in no more time than ERT.
+    budget_s: float | None = Field(None, gt=0)
     checkpoint_every: PositiveInt = 100
     augment: Augment = Field(default_factory=Augment)
 
@@ -94,6 +102,28 @@ def _iod_pixels(points: np.ndarray, scheme) -> np.ndarray:
     return d if ok.all() else np.where(ok, d, normaliser(points, scheme, "bbox"))
 
 
+def _heatmap_loss(prob, centres, y, mask):
+    """Jensen-Shannon divergence between each point's heatmap and a Gaussian (sigma: one cell)
+    at its label (the DSNT regulariser): the soft-argmax alone lets a heatmap be any shape
+    with the right mean, and a compact one trains faster and fails less."""
+    import torch
+
+    xs, ys = centres
+    sigma = float(xs[1] - xs[0]) if len(xs) > 1 else 1.0
+    gx = torch.exp(-0.5 * ((xs[None, None] - y[..., :1]) / sigma) ** 2)          # (B, K, W)
+    gy = torch.exp(-0.5 * ((ys[None, None] - y[..., 1:]) / sigma) ** 2)          # (B, K, H)
+    g = gy[..., :, None] * gx[..., None, :]
+    g = g / g.sum((-2, -1), keepdim=True).clamp(min=1e-12)
+    m = 0.5 * (prob + g)
+    eps = 1e-12
+
+    def kl(a, b):
+        return (a * ((a + eps).log() - (b + eps).log())).sum((-2, -1))
+
+    js = 0.5 * kl(prob, m) + 0.5 * kl(g, m)                                          # (B, K)
+    return ((js * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+
+
 def train(sources: Sequence[Source], cfg: TrainConfig, init: dict | None = None, checkpoint: Path | None = None,
           progress: Callable[[int, int, float], None] | None = None):
     """Train a new (or ``init``-weighted) LandmarkNet on the mix of ``sources``; returns the model
@@ -104,19 +134,28 @@ def train(sources: Sequence[Source], cfg: TrainConfig, init: dict | None = None,
     from gapkit.train.model import LandmarkNet
 
     rank, world = _dist()
+    if cfg.budget_s and world > 1:
+        from gapkit.errors import ConfigError
+
+        raise ConfigError("budget_s is for single-process runs: under torchrun the ranks would stop at different steps")
     device = resolve_device(cfg.device)
     if device == "cuda" and world > 1:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
     torch.manual_seed(cfg.seed)
     scheme = sources[0].crops.scheme
-    model = LandmarkNet(scheme.num_points, cfg.width)
+    model = LandmarkNet(scheme.num_points, cfg.width, cfg.backbone)
     if init is not None:
         model.load_state_dict(init)
-    model.to(device)
+    model.to(device, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     # a plain float (not a NumPy scalar), so the checkpoint loads with weights_only=True
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: float(min(1.0, (s + 1) / max(cfg.warmup, 1))
-                                              * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps))))
+    clock = {"t0": time.perf_counter(), "frac": 0.0}
+
+    def factor(s: int) -> float:
+        frac = max(min(s, cfg.steps) / cfg.steps, clock["frac"])
+        return float(min(1.0, (s + 1) / max(cfg.warmup, 1)) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     use_amp = cfg.amp and device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start = 0
@@ -135,19 +174,24 @@ def train(sources: Sequence[Source], cfg: TrainConfig, init: dict | None = None,
         next(stream)
     net.train()
     loss_v = float("nan")
+    clock["t0"] = time.perf_counter()
     for step, (imgs, pts) in enumerate(_prefetch(stream), start=start):
-        x = to_tensor_batch(imgs).to(device, non_blocking=True)
+        x = to_tensor_batch(imgs).to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         y = torch.from_numpy(np.nan_to_num(pts)).float().to(device)
         mask = torch.from_numpy(~np.isnan(pts).any(-1)).float().to(device)
         iod = torch.from_numpy(_iod_pixels(pts, scheme)).float().to(device)
         with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
-            pred = net(x)
+            pred, prob, centres = net(x, with_heatmaps=True)
         err = torch.linalg.vector_norm(pred.float() - y, dim=-1) * mask
         loss = (err.sum(1) / mask.sum(1).clamp(min=1) / iod).mean()
+        if cfg.heatmap_loss:
+            loss = loss + cfg.heatmap_loss * _heatmap_loss(prob, centres, y, mask)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
+        if cfg.budget_s:
+            clock["frac"] = (time.perf_counter() - clock["t0"]) / cfg.budget_s
         sched.step()
         loss_v = float(loss.detach())
         if progress and rank == 0:
@@ -157,20 +201,29 @@ def train(sources: Sequence[Source], cfg: TrainConfig, init: dict | None = None,
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                         "step": step + 1, "config": cfg.model_dump()}, tmp)
             os.replace(tmp, checkpoint)
-    model.eval().cpu()
+        if clock["frac"] >= 1:
+            break
+    model.eval().cpu().to(memory_format=torch.contiguous_format)
     return model
 
 
-def predict(model, crops: FaceCrops, batch_size: int = 128, device: str = "cpu") -> np.ndarray:
-    """Landmarks (N, K, 2) in original image pixels for every crop."""
+def predict(model, crops: FaceCrops, batch_size: int = 128, device: str = "cpu", flip: bool = False) -> np.ndarray:
+    """Landmarks (N, K, 2) in original image pixels for every crop. With ``flip``, each crop is
+    also run mirrored (points relabelled left <-> right) and the two predictions averaged."""
     import torch
 
     model = model.to(resolve_device(device)).eval()
     out = np.empty(crops.points.shape[:1] + (model.num_points, 2))
+    perm = np.array(crops.scheme.flip)
     with torch.inference_mode():
         for i in range(0, len(crops), batch_size):
             x = to_tensor_batch(crops.images[i:i + batch_size]).to(next(model.parameters()).device)
-            out[i:i + batch_size] = model(x).float().cpu().numpy()
+            p = model(x).float().cpu().numpy()
+            if flip:
+                q = model(x.flip(-1)).float().cpu().numpy()[:, perm]
+                q[..., 0] = (x.shape[-1] - 1) - q[..., 0]
+                p = (p + q) / 2
+            out[i:i + batch_size] = p
     model.cpu()
     return crops.to_image(np.arange(len(crops)), out)
 
