@@ -185,6 +185,9 @@ def benchmark(
     strategies: Annotated[str | None, typer.Option(help="comma-separated strategies to run (an unknown "
                                                         "name lists the known ones)")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads [default: the cores this process may use]")] = None,
+    detector_boxes: Annotated[bool | None, typer.Option(
+        "--detector-boxes/--label-boxes", help="also score test faces cropped from OpenCV's Haar face detector "
+                                               "(missed faces counted) [default: the config's detector_boxes]")] = None,
 ) -> None:
     """Train one detector in each strategy's way over an N_real sweep; report NME, CED and
     real-image equivalence."""
@@ -195,7 +198,8 @@ def benchmark(
 
     with job_errors():
         picks = dict(steps=steps, size=size, seeds=_int_list(seeds, "--seeds"), n_real=_int_list(n_real, "--n-real"),
-                     strategies=[p.strip() for p in strategies.split(",")] if strategies else None)
+                     strategies=[p.strip() for p in strategies.split(",")] if strategies else None,
+                     detector_boxes=detector_boxes)
         base = BenchConfig.from_toml(config) if config is not None else None
         folder, done = run_folder(out, name, base.name if base else None, quick, fresh)
         if base is None:

@@ -139,8 +139,9 @@ def test_config_from_toml_resolves_paths_and_rejects_unknown_keys(tmp_path):
 def test_a_pool_of_two_folders_is_one_training_set(shared):
     from gapkit.bench.runner import _load
 
-    cfg = BenchConfig.from_toml(Path(__file__).parents[1] / "examples/bench-300w-1675.toml")
-    assert [d.path.name for d in cfg.real_train] == ["300w", "300w_extra"]
+    cfg = BenchConfig.from_toml(Path(__file__).parents[1] / "examples/bench-300w.toml")
+    assert [d.path.name for d in cfg.real_train] == ["300w", "300w_extra"] and cfg.detector_boxes
+    assert [d.path.parent.name for d in cfg.synthetic][-1] == "sim-synthetic-3000"
     pool = _load(cfg.real_train, cfg.target_scheme, "real_train", print)
     test = _load(cfg.real_test, cfg.target_scheme, "real_test", print)
     assert len(pool) == 1675 and len({r.id for r in pool}) == 1675 and len(test) == 224
@@ -156,6 +157,7 @@ def test_command_line_overrides_replace_what_they_name_and_are_validated(tiny):
     assert (o.train.steps, o.train.size, o.grid.seeds, o.grid.n_real, o.grid.strategies) == (
         7, 48, [3, 4], [5, "all"], ["real_only"])
     assert o.train.batch_size == cfg.train.batch_size and cfg.train.steps == 4  # the original is untouched
+    assert not o.detector_boxes and override(cfg, detector_boxes=True).detector_boxes
     q = override(cfg.model_copy(update={"grid": Grid(n_real=[1, 2, 3], seeds=[0, 1])}), quick=True)
     assert q.grid.n_real == [1, 2] and q.grid.seeds == [0] and q.train.steps <= 30
     with pytest.raises(ConfigError, match="unknown strategies"):
@@ -249,3 +251,33 @@ def test_a_tie_is_called_a_tie_and_equivalence_is_a_grid_bound():
     assert "With 100 real images no strategy beats real only (ties: finetune)" in text
     assert "N=100" in text and "more than" not in text
     assert "best" not in text
+
+
+def test_data_adaptation_rewrites_what_the_adapter_was_fitted_on(tiny):
+    """The adapter is fitted on the synthetic model's predictions (on the N_real faces), so the
+    adapted synthetic set is the adapter applied to that model's predictions on the synthetic
+    faces, never to their clean labels; each row says so."""
+    import numpy as np
+
+    from gapkit.bench.runner import Cell
+    from gapkit.train import predict
+
+    cfg, data, out, rows = tiny
+    runner = Runner(cfg, out)
+    runner.data = data
+    per_seed: dict = {}
+    shared: dict = {}
+    idx = np.sort(np.random.default_rng(0).permutation(len(data.pool))[:6])
+    cell = Cell(runner, STRATEGIES["data_adapt"], 6, 0, None, idx, shared)
+    runner._prepare(cell, per_seed, shared)
+    on_syn = predict(shared["synthetic_model"], data.synthetic, flip=cfg.train.flip_test)
+    expected = data.synthetic.with_points(shared["adapter"].predict(on_syn)).points
+    np.testing.assert_allclose(shared["adapted"].crops.points, expected)
+    labels = data.synthetic.with_points(shared["adapter"].predict(
+        data.synthetic.to_image(np.arange(len(data.synthetic)), data.synthetic.points))).points
+    assert not np.allclose(shared["adapted"].crops.points, labels)
+    for r in rows:
+        if r.strategy in ("data_adapt", "mix", "finetune"):
+            assert "predictions on the synthetic training faces" in r.adapter.applied_to
+        elif r.strategy == "label_adapt":
+            assert r.adapter.applied_to is None

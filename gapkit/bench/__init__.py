@@ -58,7 +58,7 @@ def run(cfg: BenchConfig, out: Path, log: Callable[[str], None] = lambda s: None
 
 def override(cfg: BenchConfig, quick: bool = False, steps: int | None = None, size: int | None = None,
              seeds: list[int] | None = None, n_real: list[int | str] | None = None,
-             strategies: list[str] | None = None) -> BenchConfig:
+             strategies: list[str] | None = None, detector_boxes: bool | None = None) -> BenchConfig:
     """A copy of ``cfg`` with the command line's overrides (validated like the TOML);
     ``quick`` shrinks a grid to a smoke test: two N_real, one seed, one alpha, 30 steps."""
     d = cfg.model_dump()
@@ -70,6 +70,8 @@ def override(cfg: BenchConfig, quick: bool = False, steps: int | None = None, si
                               (g, "strategies", strategies)):
         if value is not None:
             table[key] = value
+    if detector_boxes is not None:
+        d["detector_boxes"] = detector_boxes
     return BenchConfig(**d)
 
 

@@ -40,6 +40,8 @@ lr_scale = 0.5
 normaliser = "inter_ocular"
 failure_threshold = 0.08
 ```
+A top-level ``detector_boxes = true`` also scores every model on test crops from a face
+detector's box (the second test protocol, see :mod:`gapkit.detect`).
 Relative paths are relative to the TOML file.
 """
 
@@ -107,6 +109,9 @@ class BenchConfig(Settings):
     train: TrainConfig = Field(default_factory=TrainConfig)
     finetune: Finetune = Field(default_factory=Finetune)
     metric: Metric = Field(default_factory=Metric)
+    # Also score every model on test faces cropped from OpenCV's Haar detector box (calibrated
+    # on training faces), besides the label-box crops; missed faces are counted.
+    detector_boxes: bool = False
 
     @classmethod
     def from_toml(cls, path: str | Path) -> BenchConfig:

@@ -26,6 +26,23 @@ class AdapterInfo(BaseModel):
     head: str
     fit_s: float
     fitted_on: str      # what the adapter maps from and to
+    applied_to: str | None = None  # what it rewrote to make the adapted synthetic set
+
+
+class DetectorScore(BaseModel):
+    """The cell's model on test faces cropped from a face detector's (calibrated) box: scores
+    over the faces it found, and how many it missed (never scored, always reported)."""
+
+    model_config = ConfigDict(extra="forbid")
+    detector: str
+    found: int
+    missed: int
+    missed_ids: list[str]
+    nme_pct: float      # over the found faces
+    fr: float           # over the found faces
+    fr_all: float       # a missed face counted as a failure
+    auc: float
+    per_face_nme: list[float]  # found faces, in test order
 
 
 class CellResult(BaseModel):
@@ -49,6 +66,7 @@ class CellResult(BaseModel):
     init: str | None = None          # the model a fine-tune started from
     predictions: str | None = None   # how test predictions were made, where not by the trained model alone
     adapter: AdapterInfo | None = None
+    detector: DetectorScore | None = None  # the detector-box protocol, when the config asks for it
 
     @property
     def name(self) -> str:

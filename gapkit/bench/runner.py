@@ -6,7 +6,9 @@ Per seed the real training pool is permuted once and the N_real subsets are its 
 per seed (trained on the synthetic labels mapped deterministically into the target scheme),
 and per cell the LabelAdapter (fitted on that model's predictions on the cell's N_real images
 against their labels; its own validation split is carved from them) and the synthetic set
-with adapted labels. The test set is only ever predicted, never fitted, selected on or
+with adapted labels (the adapter applied to the synthetic model's predictions on the
+synthetic faces, the kind of input it was fitted on). Every model is scored on label-box test
+crops and, with ``detector_boxes``, on crops from a face detector's box. The test set is only ever predicted, never fitted, selected on or
 stopped on. Every result row records its provenance: which sets, ids, labels and init.
 """
 
@@ -23,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from gapkit.bench.config import BenchConfig
-from gapkit.bench.results import AdapterInfo, CellResult, TrainPart, collect
+from gapkit.bench.results import AdapterInfo, CellResult, DetectorScore, TrainPart, collect
 from gapkit.bench.strategies import NEEDS, STRATEGIES, Outcome, Strategy
 from gapkit.devices import resolve_device
 from gapkit.errors import ConfigError, GapkitError, InputError
@@ -36,9 +38,15 @@ Log = Callable[[str], None]
 @dataclass
 class Data:
     pool: object       # FaceCrops of the real training pool
-    test: object       # FaceCrops of the real test set
+    test: object       # FaceCrops of the real test set (label-box crops)
     synthetic: object  # FaceCrops of the synthetic set, labels mapped to the target scheme
     test_points: np.ndarray
+    detected: object = None       # DetectedFaces: the test faces a detector found, with their boxes
+    test_detected: object = None  # FaceCrops of those faces, cropped from the calibrated detector box
+
+    def test_crops(self) -> dict:
+        """The test crops of each protocol."""
+        return {"labels": self.test} | ({"detector": self.test_detected} if self.detected is not None else {})
 
 
 def _load(sets: list[DataSource], target: str, what: str, log: Log) -> list:
@@ -66,7 +74,17 @@ def load_data(cfg: BenchConfig, log: Log = lambda s: None) -> Data:
     for i, ds in enumerate(cfg.synthetic):
         syn += [r.model_copy(update={"id": f"s{i}/{r.id}"}) for r in _load([ds], cfg.target_scheme, f"synthetic[{i}]", log)]
     crops = [FaceCrops(x, t.size, t.margin) for x in (pool, test, syn)]
-    return Data(*crops, test_points=np.stack([r.points for r in test]))
+    data = Data(*crops, test_points=np.stack([r.points for r in test]))
+    if cfg.detector_boxes:
+        from gapkit.detect import detector_boxes
+
+        data.detected = det = detector_boxes(test, pool)
+        log(f"detector boxes ({det.detector}, calibrated on {det.calibration.n} training faces): "
+            f"found {len(det.records)} of {len(test)} test faces, missed {len(det.missed)}")
+        if not det.records:
+            raise InputError("the face detector found none of the test faces")
+        data.test_detected = FaceCrops(det.records, t.size, t.margin)
+    return data
 
 
 def _digest(ids: list[str]) -> str:
@@ -110,7 +128,7 @@ class Cell:
         return self._need("synthetic_model")
 
     @property
-    def synthetic_on_test(self) -> np.ndarray:
+    def synthetic_on_test(self) -> dict[str, np.ndarray]:
         self._need("synthetic_model")
         return self._shared["synthetic_on_test"]
 
@@ -126,10 +144,9 @@ class Cell:
               lr: float | None = None):
         return self._runner.train(sources, self.seed, key or self.key(), steps, init, lr)
 
-    def predict(self, model) -> np.ndarray:
-        from gapkit.train import predict
-
-        return predict(model, self._runner.data.test, device=self._runner.device)
+    def predict(self, model) -> dict[str, np.ndarray]:
+        """``model``'s test predictions under each protocol (image pixels)."""
+        return self._runner.predict_test(model)
 
 
 def _closure(needs: frozenset[str]) -> set[str]:
@@ -186,7 +203,7 @@ class Runner:
         if path.is_file():
             from gapkit.train.model import LandmarkNet
 
-            model = LandmarkNet(sources[0].crops.scheme.num_points, t.width)
+            model = LandmarkNet(sources[0].crops.scheme.num_points, t.width, t.backbone)
             model.load_state_dict(torch.load(path, weights_only=True))
             return model.eval()
         steps = steps or t.steps
@@ -199,6 +216,12 @@ class Runner:
         path.with_suffix(".tmp").replace(path)
         ckpt.unlink(missing_ok=True)
         return model
+
+    def predict_test(self, model) -> dict[str, np.ndarray]:
+        from gapkit.train import predict
+
+        return {k: predict(model, crops, device=self.device, flip=self.cfg.train.flip_test)
+                for k, crops in self.data.test_crops().items()}
 
     # ---- the grid -------------------------------------------------------------------
     def n_values(self, pool_size: int) -> list[int]:
@@ -242,8 +265,9 @@ class Runner:
         if "synthetic_model" in want and "synthetic_model" not in shared:
             if "synthetic_model" not in per_seed:
                 model = self.train([Source(data.synthetic)], cell.seed, f"synthetic_mapped_s{cell.seed}")
-                per_seed.update(synthetic_model=model, synthetic_on_pool=predict(model, data.pool, device=self.device),
-                                synthetic_on_test=predict(model, data.test, device=self.device))
+                on_pool = predict(model, data.pool, device=self.device, flip=self.cfg.train.flip_test)
+                per_seed.update(synthetic_model=model, synthetic_on_pool=on_pool,
+                                synthetic_on_test=self.predict_test(model))
             shared.update(per_seed)
         if "adapter" in want and "adapter" not in shared:
             t0 = time.perf_counter()
@@ -256,8 +280,31 @@ class Runner:
                 train_ids=cell.ids, head=fit.head, fit_s=round(time.perf_counter() - t0, 2),
                 fitted_on="synthetic model's predictions on the N_real images -> their labels")
         if "adapted" in want and "adapted" not in shared:
-            syn_gt = data.synthetic.to_image(np.arange(len(data.synthetic)), data.synthetic.points)
-            shared["adapted"] = Source(data.synthetic.with_points(shared["adapter"].predict(syn_gt)))
+            # The adapter maps the synthetic model's predictions, so it rewrites the synthetic
+            # model's predictions on the synthetic faces, not their clean labels: another input
+            # distribution, on which it was never fitted.
+            if "synthetic_on_synthetic" not in per_seed:
+                per_seed["synthetic_on_synthetic"] = predict(shared["synthetic_model"], data.synthetic, device=self.device,
+                                                             flip=self.cfg.train.flip_test)
+            shared["adapted"] = Source(data.synthetic.with_points(shared["adapter"].predict(per_seed["synthetic_on_synthetic"])))
+            shared["adapter_info"] = shared["adapter_info"].model_copy(
+                update={"applied_to": "synthetic model's predictions on the synthetic training faces"})
+
+    def _detector_score(self, pred: np.ndarray | None) -> DetectorScore | None:
+        from gapkit.metrics import summary
+
+        det = self.data.detected
+        if det is None or pred is None:
+            return None
+        m = self.cfg.metric
+        sc = summary(pred, self.data.test_points[det.index], self.scheme, m.normaliser,
+                     threshold=m.failure_threshold, per_face=True)
+        fr = sc[f"fr@{m.failure_threshold:g}"]
+        found, total = len(det.index), len(self.data.test_points)
+        return DetectorScore(detector=det.detector, found=found, missed=len(det.missed), missed_ids=det.missed,
+                             nme_pct=sc["nme_pct"], fr=fr, fr_all=(fr * found + total - found) / total,
+                             auc=sc[f"auc@{m.failure_threshold:g}"],
+                             per_face_nme=[round(float(v), 6) for v in sc["per_face_nme"]])
 
     def _run_cell(self, cell: Cell) -> None:
         """Run one strategy on one cell, score it on the test set, save the row with its provenance."""
@@ -267,8 +314,8 @@ class Runner:
         t0 = time.perf_counter()
         out: Outcome = cell.strategy.run(cell)
         elapsed = time.perf_counter() - t0
-        sc = summary(out.pred, self.data.test_points, self.scheme, m.normaliser, threshold=m.failure_threshold,
-                     per_face=True)
+        sc = summary(out.pred["labels"], self.data.test_points, self.scheme, m.normaliser,
+                     threshold=m.failure_threshold, per_face=True)
         test_ids = self.data.test.ids
         row = CellResult(
             strategy=cell.strategy.name, alpha=cell.alpha, n_real=cell.n, seed=cell.seed, test_set="real_test",
@@ -276,7 +323,8 @@ class Runner:
             threshold=m.failure_threshold, nme_pct=sc["nme_pct"], fr=sc[f"fr@{m.failure_threshold:g}"],
             auc=sc[f"auc@{m.failure_threshold:g}"], per_face_nme=[round(float(v), 6) for v in sc["per_face_nme"]],
             time_s=round(elapsed, 2), train=out.train, init=out.init, predictions=out.predictions,
-            adapter=cell._shared.get("adapter_info") if "adapter" in _closure(cell.strategy.needs) else None)
+            adapter=cell._shared.get("adapter_info") if "adapter" in _closure(cell.strategy.needs) else None,
+            detector=self._detector_score(out.pred.get("detector")))
         atomic_write_text(self._cell_path(cell.key()), row.model_dump_json(), overwrite=True)
         self.log(f"{row.name} n={row.n_real} seed={row.seed}: NME({row.normaliser}) {row.nme_pct:.2f}% "
                  f"({row.time_s:.0f} s)")

@@ -6,7 +6,9 @@ validates names against it, the report takes labels from it, the tests read it.
 A cell offers ``real`` (its N_real faces), ``train(...)``, ``predict(model)`` and, where
 declared, ``synthetic_model`` (trained once per seed on the synthetic labels mapped into the
 target scheme), ``adapter`` (a LabelAdapter fitted on the cell's N_real images only) and
-``adapted`` (the synthetic set with its labels rewritten by that adapter). Asking for an
+``adapted`` (the synthetic set with its labels rewritten by that adapter, applied to the
+synthetic model's predictions on the synthetic faces: the same kind of input the adapter was
+fitted on). Predictions are per test protocol: ``{"labels": ..., "detector": ...}``. Asking for an
 undeclared need is an error, so the declarations stay true.
 
 Adding a strategy is one function here and one row in ``tests/test_bench.py``.
@@ -32,7 +34,7 @@ NEEDS = ("synthetic_model", "adapter", "adapted")
 
 @dataclass
 class Outcome:
-    pred: np.ndarray                 # (N_test, K, 2) test predictions, image pixels
+    pred: dict[str, np.ndarray]      # per test protocol ("labels", "detector"): (N, K, 2) image pixels
     train: list[TrainPart]
     init: str | None = None
     predictions: str | None = None
@@ -79,7 +81,7 @@ def synthetic_only(cell: Cell) -> Outcome:
 
 @strategy("label_adapt", "synthetic model, its predictions label-adapted", needs=("adapter",))
 def label_adapt(cell: Cell) -> Outcome:
-    pred = cell.adapter.predict(cell.synthetic_on_test)
+    pred = {k: cell.adapter.predict(v) for k, v in cell.synthetic_on_test.items()}
     return Outcome(pred, [cell.synthetic_part("mapped")],
                    predictions="synthetic-only model, adapted by the cell's LabelAdapter")
 

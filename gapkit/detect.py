@@ -1,0 +1,148 @@
+"""Face boxes from a detector that ships inside a dependency: OpenCV's bundled Haar cascade
+(frontal faces, ``cv2.data``), so nothing downloads. Boxes are 0-based pixel (x, y, w, h).
+
+A detector's box is not a landmark box: the Haar box is square, sits higher and is wider
+than the box around the 68 points. Crops from detections therefore go through a
+:class:`BoxCalibration` fitted on *training* faces, which predicts the landmark box from a
+detection; the crop policy (:mod:`gapkit.crop`) then applies unchanged.
+
+Which detection belongs to which labelled face is decided by :func:`match` (the detection's
+centre inside the label box, its size within a factor of two): the label only pairs faces
+up, as 300-W's own detector boxes were paired; the crop comes from the detection alone.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from gapkit.errors import GapkitError
+from gapkit.records import FaceRecord
+
+Box = tuple[float, float, float, float]
+
+
+class HaarDetector:
+    """OpenCV's Haar cascade on a greyscale copy scaled to at most ``max_side`` pixels."""
+
+    def __init__(self, cascade: str = "haarcascade_frontalface_default.xml", max_side: int = 640,
+                 scale_factor: float = 1.1, min_neighbors: int = 4, min_face: float = 0.08):
+        path = cv2.data.haarcascades + cascade
+        self.cascade = cv2.CascadeClassifier(path)
+        if self.cascade.empty():
+            raise GapkitError(f"{path}: OpenCV could not load the Haar cascade")
+        self.name = f"opencv-haar:{cascade}"
+        self.max_side, self.scale_factor, self.min_neighbors, self.min_face = max_side, scale_factor, min_neighbors, min_face
+
+    def __call__(self, img: np.ndarray) -> np.ndarray:
+        """(M, 4) boxes (x, y, w, h) in ``img``'s pixels."""
+        grey = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+        s = min(1.0, self.max_side / max(grey.shape))
+        small = cv2.resize(grey, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s < 1 else grey
+        small = cv2.equalizeHist(small)
+        side = max(24, int(self.min_face * min(small.shape)))
+        found = self.cascade.detectMultiScale(small, self.scale_factor, self.min_neighbors, minSize=(side, side))
+        boxes = np.asarray(found, float).reshape(-1, 4)
+        # A box in the small image covers pixels [x, x + w); map its edges back, not its centres.
+        return boxes / s
+
+
+def match(boxes: np.ndarray, label_box: Box) -> int | None:
+    """The detection that belongs to the labelled face: its centre inside the label box and its
+    side within a factor of two of the label box's, nearest centre first; None when none does."""
+    x, y, w, h = label_box
+    cx, cy, side = x + w / 2, y + h / 2, np.sqrt(w * h)
+    best, best_d = None, np.inf
+    for i, (bx, by, bw, bh) in enumerate(boxes):
+        dx, dy = bx + bw / 2, by + bh / 2
+        if not (x <= dx <= x + w and y <= dy <= y + h and 0.5 <= np.sqrt(bw * bh) / side <= 2):
+            continue
+        d = np.hypot(dx - cx, dy - cy)
+        if d < best_d:
+            best, best_d = i, d
+    return best
+
+
+@dataclass(frozen=True)
+class BoxCalibration:
+    """Landmark box from a detection, as offsets and sizes in units of the detection's side:
+    centre (cx + dx * s, cy + dy * s), size (sw * s, sh * s). Medians: a few poor matches do
+    not move it."""
+
+    dx: float
+    dy: float
+    sw: float
+    sh: float
+    n: int  # faces it was fitted on
+
+    @classmethod
+    def fit(cls, detections: np.ndarray, label_boxes: np.ndarray) -> BoxCalibration:
+        d, g = np.asarray(detections, float).reshape(-1, 4), np.asarray(label_boxes, float).reshape(-1, 4)
+        if len(d) < 5:
+            raise GapkitError(f"the detector found only {len(d)} training faces; at least 5 are needed "
+                              "to calibrate its boxes")
+        s = np.sqrt(d[:, 2] * d[:, 3])
+        return cls(float(np.median((g[:, 0] + g[:, 2] / 2 - d[:, 0] - d[:, 2] / 2) / s)),
+                   float(np.median((g[:, 1] + g[:, 3] / 2 - d[:, 1] - d[:, 3] / 2) / s)),
+                   float(np.median(g[:, 2] / s)), float(np.median(g[:, 3] / s)), len(d))
+
+    def __call__(self, box: Sequence[float]) -> Box:
+        x, y, w, h = box
+        s = float(np.sqrt(w * h))
+        cx, cy = x + w / 2 + self.dx * s, y + h / 2 + self.dy * s
+        return (cx - self.sw * s / 2, cy - self.sh * s / 2, self.sw * s, self.sh * s)
+
+
+def detect_records(records: Sequence[FaceRecord], detector: Callable[[np.ndarray], np.ndarray] | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> list[np.ndarray | None]:
+    """For each record, the raw detection (x, y, w, h) that :func:`match` pairs with its face, or
+    None where the detector missed it. Each image is decoded and searched once."""
+    detector = detector or HaarDetector()
+    by_image: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(records):
+        by_image[r.image].append(i)
+    out: list[np.ndarray | None] = [None] * len(records)
+    for k, (path, idx) in enumerate(by_image.items()):
+        img = cv2.imread(path, cv2.IMREAD_COLOR)
+        if img is None:
+            raise GapkitError(f"{path}: missing or unreadable image")
+        boxes = detector(img)
+        for i in idx:
+            j = match(boxes, records[i].landmark_box())
+            out[i] = None if j is None else boxes[j]
+        if progress:
+            progress(k + 1, len(by_image))
+    return out
+
+
+@dataclass
+class DetectedFaces:
+    """Test faces as a detector finds them: ``records`` (the found ones, each with ``bbox`` set
+    to the calibrated detection), ``index`` (their positions in the input) and ``missed``."""
+
+    records: list[FaceRecord]
+    index: np.ndarray
+    missed: list[str]
+    calibration: BoxCalibration
+    detector: str
+
+
+def detector_boxes(test: Sequence[FaceRecord], train: Sequence[FaceRecord], detector: HaarDetector | None = None,
+                   max_train: int = 400, seed: int = 0) -> DetectedFaces:
+    """Detect ``test`` faces and give each found one its calibrated box; the calibration is
+    fitted on up to ``max_train`` of the ``train`` faces (never on the test faces)."""
+    detector = detector or HaarDetector()
+    pick = np.sort(np.random.default_rng(seed).permutation(len(train))[:max_train])
+    sample = [train[i] for i in pick]
+    found = [(d, r.landmark_box()) for d, r in zip(detect_records(sample, detector), sample, strict=True)
+             if d is not None]
+    cal = BoxCalibration.fit(np.array([d for d, _ in found]), np.array([g for _, g in found]))
+    dets = detect_records(test, detector)
+    index = np.array([i for i, d in enumerate(dets) if d is not None], int)
+    records = [test[i].model_copy(update={"bbox": cal(dets[i])}) for i in index]
+    missed = [test[i].id for i, d in enumerate(dets) if d is None]
+    return DetectedFaces(records, index, missed, cal, detector.name)
