@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export FIFTYONE_DO_NOT_TRACK := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench detector-vs-ert clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,17 @@ test: lint
 
 bench: setup
 	$(PY) benchmarks/convert_bench.py
+
+# dlib's ERT trainer, the classic CPU anchor, in a side environment: never a gapkit dependency.
+DLIB_VENV ?= .venv-dlib
+$(DLIB_VENV)/.installed:
+	$(PYTHON) -m venv $(DLIB_VENV)
+	$(DLIB_VENV)/bin/pip install -q dlib-bin numpy
+	touch $@
+
+# gapkit's detector against ERT on the 1,675 300-W training faces (needs ../shared/data).
+detector-vs-ert: setup $(DLIB_VENV)/.installed
+	$(PY) benchmarks/detector_vs_ert.py --dlib-python $(DLIB_VENV)/bin/python
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
