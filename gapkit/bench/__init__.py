@@ -23,7 +23,7 @@ def default_config(data_dir: Path, quick: bool = False, workers: int = 1,
     """Simulate the default data into ``data_dir`` (kept between runs) and return its config.
 
     Real train and test faces come from disjoint sample indices; the synthetic set has the
-    default label gap and visual gap. The grid is sized for about 10 minutes on 2 CPU cores.
+    default label gap and visual gap. The grid takes about 18 minutes on 2 CPU cores.
     """
     from gapkit.sim import SimConfig, generate
 

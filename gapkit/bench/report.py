@@ -208,9 +208,10 @@ def plots(rows: list[CellResult], out: Path, intervals: dict[str, dict[int, Esti
     for k in sorted(t):
         ns = sorted(t[k])
         est = [intervals[k][n] for n in ns]
-        ax.plot(ns, [e.mean for e in est], marker="o", label=k, lw=2.2 if k == "real_only" else 1.5,
-                color="k" if k == "real_only" else None)
-        ax.fill_between(ns, [e.lo for e in est], [e.hi for e in est], alpha=0.15)  # 95% bootstrap interval
+        (line,) = ax.plot(ns, [e.mean for e in est], marker="o", label=k, lw=2.2 if k == "real_only" else 1.5,
+                          color="k" if k == "real_only" else None)
+        # 95% bootstrap interval, in the line's colour
+        ax.fill_between(ns, [e.lo for e in est], [e.hi for e in est], alpha=0.15, color=line.get_color())
     ax.set_xscale("log")
     paths.append(_finish(fig, ax, "N_real (real training images)", nme_label, out / "nme_vs_nreal.png"))
 
