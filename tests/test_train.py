@@ -10,7 +10,7 @@ from gapkit.metrics import nme
 from gapkit.schemes import get_scheme
 from gapkit.sim import SimConfig, generate
 from gapkit.train import Augment, FaceCrops, Source, TrainConfig, predict, train
-from gapkit.train.data import augment
+from gapkit.train.data import augment, to_tensor_batch
 
 IBUG = get_scheme("ibug68")
 
@@ -106,7 +106,7 @@ def test_flip_test_averages_a_prediction_with_its_mirror(faces):
     crops = FaceCrops(faces[:4], size=48)
     model = train([Source(crops)], TrainConfig(steps=2, batch_size=4, width=4))
     plain, both = predict(model, crops), predict(model, crops, flip=True)
-    x = torch.from_numpy(np.ascontiguousarray(crops.images[..., ::-1])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    x = to_tensor_batch(crops.images)
     with torch.inference_mode():
         q = model(x.flip(-1)).numpy()[:, IBUG.flip]
     q[..., 0] = 47 - q[..., 0]
@@ -143,7 +143,7 @@ def test_a_standard_backbone_trains_and_predicts(faces, backbone):
     assert predict(model, crops).shape == (4, 68, 2) and model.backbone == backbone
 
 
-def test_unknown_or_missing_backbone_is_a_config_error():
+def test_an_unknown_backbone_is_a_config_error():
     from gapkit.errors import ConfigError
     from gapkit.train.model import LandmarkNet
 

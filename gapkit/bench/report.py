@@ -166,13 +166,13 @@ def _detector_section(rows: list[CellResult], ns: list[int]) -> list[str]:
     det = next((r.detector for r in rows if r.detector is not None), None)
     if det is None:
         return []
-    total = det.found + det.missed
+    total, first_seed = det.found + det.missed, min(r.seed for r in rows)
     lines = ["", "### Detector boxes", "",
              f"Test faces cropped from the box of `{det.detector}`, calibrated to the landmark box on training "
              f"faces. It found {det.found} of {total} test faces; the {det.missed} it missed are not in these "
              "NMEs. FR@threshold counting a missed face as a failure, per strategy at the largest N: "
              + ", ".join(f"{r.name} {100 * r.detector.fr_all:.1f}%" for r in rows
-                         if r.detector is not None and r.n_real == ns[-1] and r.seed == min(x.seed for x in rows)) + ".",
+                         if r.detector is not None and r.n_real == ns[-1] and r.seed == first_seed) + ".",
              "", "| strategy | " + " | ".join(f"N={n}" for n in ns) + " |", "|---|" + "---|" * len(ns)]
     pf = per_face(rows, "detector")
     for k in sorted(pf, key=_order):

@@ -8,8 +8,8 @@ and per cell the LabelAdapter (fitted on that model's predictions on the cell's 
 against their labels; its own validation split is carved from them) and the synthetic set
 with adapted labels (the adapter applied to the synthetic model's predictions on the
 synthetic faces, the kind of input it was fitted on). Every model is scored on label-box test
-crops and, with ``detector_boxes``, on crops from a face detector's box. The test set is only ever predicted, never fitted, selected on or
-stopped on. Every result row records its provenance: which sets, ids, labels and init.
+crops and, with ``detector_boxes``, on crops from a face detector's box. The test set is
+only ever predicted, never fitted, selected on or stopped on. Every result row records its provenance: which sets, ids, labels and init.
 """
 
 from __future__ import annotations
@@ -284,44 +284,43 @@ class Runner:
             # model's predictions on the synthetic faces, not their clean labels: another input
             # distribution, on which it was never fitted.
             if "synthetic_on_synthetic" not in per_seed:
-                per_seed["synthetic_on_synthetic"] = predict(shared["synthetic_model"], data.synthetic, device=self.device,
-                                                             flip=self.cfg.train.flip_test)
-            shared["adapted"] = Source(data.synthetic.with_points(shared["adapter"].predict(per_seed["synthetic_on_synthetic"])))
+                per_seed["synthetic_on_synthetic"] = predict(shared["synthetic_model"], data.synthetic,
+                                                             device=self.device, flip=self.cfg.train.flip_test)
+            adapted = shared["adapter"].predict(per_seed["synthetic_on_synthetic"])
+            shared["adapted"] = Source(data.synthetic.with_points(adapted))
             shared["adapter_info"] = shared["adapter_info"].model_copy(
                 update={"applied_to": "synthetic model's predictions on the synthetic training faces"})
 
-    def _detector_score(self, pred: np.ndarray | None) -> DetectorScore | None:
+    def _score(self, pred: np.ndarray, gt: np.ndarray) -> dict:
+        """NME, FR and AUC at the configured threshold, and the per-face NMEs (rounded) for a row."""
         from gapkit.metrics import summary
 
+        m = self.cfg.metric
+        sc = summary(pred, gt, self.scheme, m.normaliser, threshold=m.failure_threshold, per_face=True)
+        return {"normaliser": sc["normaliser"], "nme_pct": sc["nme_pct"], "fr": sc[f"fr@{m.failure_threshold:g}"],
+                "auc": sc[f"auc@{m.failure_threshold:g}"],
+                "per_face_nme": [round(float(v), 6) for v in sc["per_face_nme"]]}
+
+    def _detector_score(self, pred: np.ndarray | None) -> DetectorScore | None:
         det = self.data.detected
         if det is None or pred is None:
             return None
-        m = self.cfg.metric
-        sc = summary(pred, self.data.test_points[det.index], self.scheme, m.normaliser,
-                     threshold=m.failure_threshold, per_face=True)
-        fr = sc[f"fr@{m.failure_threshold:g}"]
+        sc = self._score(pred, self.data.test_points[det.index])
         found, total = len(det.index), len(self.data.test_points)
         return DetectorScore(detector=det.detector, found=found, missed=len(det.missed), missed_ids=det.missed,
-                             nme_pct=sc["nme_pct"], fr=fr, fr_all=(fr * found + total - found) / total,
-                             auc=sc[f"auc@{m.failure_threshold:g}"],
-                             per_face_nme=[round(float(v), 6) for v in sc["per_face_nme"]])
+                             fr_all=(sc["fr"] * found + total - found) / total,
+                             **{k: v for k, v in sc.items() if k != "normaliser"})
 
     def _run_cell(self, cell: Cell) -> None:
         """Run one strategy on one cell, score it on the test set, save the row with its provenance."""
-        from gapkit.metrics import summary
-
-        m = self.cfg.metric
         t0 = time.perf_counter()
         out: Outcome = cell.strategy.run(cell)
         elapsed = time.perf_counter() - t0
-        sc = summary(out.pred["labels"], self.data.test_points, self.scheme, m.normaliser,
-                     threshold=m.failure_threshold, per_face=True)
         test_ids = self.data.test.ids
         row = CellResult(
             strategy=cell.strategy.name, alpha=cell.alpha, n_real=cell.n, seed=cell.seed, test_set="real_test",
-            test_n=len(test_ids), test_ids_sha=_digest(test_ids), real_ids=cell.ids, normaliser=sc["normaliser"],
-            threshold=m.failure_threshold, nme_pct=sc["nme_pct"], fr=sc[f"fr@{m.failure_threshold:g}"],
-            auc=sc[f"auc@{m.failure_threshold:g}"], per_face_nme=[round(float(v), 6) for v in sc["per_face_nme"]],
+            test_n=len(test_ids), test_ids_sha=_digest(test_ids), real_ids=cell.ids,
+            threshold=self.cfg.metric.failure_threshold, **self._score(out.pred["labels"], self.data.test_points),
             time_s=round(elapsed, 2), train=out.train, init=out.init, predictions=out.predictions,
             adapter=cell._shared.get("adapter_info") if "adapter" in _closure(cell.strategy.needs) else None,
             detector=self._detector_score(out.pred.get("detector")))

@@ -133,6 +133,7 @@ def train(sources: Sequence[Source], cfg: TrainConfig, init: dict | None = None,
 
     from gapkit.train.model import LandmarkNet
 
+    clock = {"t0": time.perf_counter(), "frac": 0.0}  # the budget covers the whole call, set-up included
     rank, world = _dist()
     if cfg.budget_s and world > 1:
         from gapkit.errors import ConfigError
@@ -149,7 +150,6 @@ def train(sources: Sequence[Source], cfg: TrainConfig, init: dict | None = None,
     model.to(device, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     # a plain float (not a NumPy scalar), so the checkpoint loads with weights_only=True
-    clock = {"t0": time.perf_counter(), "frac": 0.0}
 
     def factor(s: int) -> float:
         frac = max(min(s, cfg.steps) / cfg.steps, clock["frac"])
@@ -174,7 +174,6 @@ def train(sources: Sequence[Source], cfg: TrainConfig, init: dict | None = None,
         next(stream)
     net.train()
     loss_v = float("nan")
-    clock["t0"] = time.perf_counter()
     for step, (imgs, pts) in enumerate(_prefetch(stream), start=start):
         x = to_tensor_batch(imgs).to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         y = torch.from_numpy(np.nan_to_num(pts)).float().to(device)
