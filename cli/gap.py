@@ -26,7 +26,7 @@ def report(
     name_a: Annotated[str, typer.Option(help="A's name in the report")] = "A",
     name_b: Annotated[str, typer.Option(help="B's name in the report")] = "B",
     adapter: Annotated[Path | None, typer.Option(help="a .gka adapter A -> B: show the label gap before and after")] = None,
-    backbone: Annotated[Path | None, typer.Option(help="a benchmark detector (models/*.pt) for visual features "
+    backbone: Annotated[Path | None, typer.Option(help="a benchmark detector (models/*.gkm) for visual features "
                                                        "[default: handcrafted features]")] = None,
     visual: Annotated[bool, typer.Option(help="measure the visual gap (reads every image)")] = True,
     max_faces: Annotated[int | None, typer.Option(help="a seeded sample of at most this many faces per set")] = None,

@@ -22,6 +22,10 @@ class AdapterError(GapkitError):
     """A label adapter cannot be fitted, loaded or applied as asked."""
 
 
+class ModelError(GapkitError):
+    """A model file that cannot be read, is corrupt, or does not fit the data."""
+
+
 class UnknownSchemeError(GapkitError):
     pass
 

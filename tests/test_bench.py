@@ -92,7 +92,7 @@ def test_resume_recomputes_only_missing_cells(tiny):
     victim = out / "cells" / "mix_a0.5_n12_s0.json"
     before = {p.name: p.stat().st_mtime_ns for p in cells if p != victim}
     victim.unlink()
-    (out / "models" / "mix_a0.5_n12_s0.pt").unlink()
+    (out / "models" / "mix_a0.5_n12_s0.gkm").unlink()
     again = Runner(cfg, out).run(data)
     assert victim.is_file() and len(again) == len(rows)
     assert {p.name: p.stat().st_mtime_ns for p in cells if p != victim} == before

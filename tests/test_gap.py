@@ -198,20 +198,23 @@ def test_backbone_features_come_from_a_saved_detector(sim_sets, tmp_path):
     import torch
 
     from gapkit.gap.visual import backbone_features
+    from gapkit.train.detector import Detector, ModelMeta, TrainSet
     from gapkit.train.model import LandmarkNet
 
     torch.manual_seed(0)
     net = LandmarkNet(68, width=8)
-    torch.save(net.state_dict(), tmp_path / "m.pt")
+    meta = ModelMeta(scheme="ibug68", num_points=68, backbone="compact", width=8, size=64, margin=1.3,
+                     train_set=TrainSet(n=0, digest=""))
+    Detector(net, meta).save(tmp_path / "m.gkm")
     crops, _, _ = face_crops(sim_sets["real"][:20])
-    feats = backbone_features(crops, tmp_path / "m.pt")
+    feats = backbone_features(crops, tmp_path / "m.gkm")
     assert feats.shape == (20, 32) and np.isfinite(feats).all()
     with torch.no_grad():
         from gapkit.train.data import to_tensor_batch
         want = net.eval().features(to_tensor_batch(crops[:3])).numpy()
     assert np.allclose(feats[:3], want, atol=1e-5)
-    (tmp_path / "bad.pt").write_bytes(b"nonsense")
+    (tmp_path / "bad.gkm").write_bytes(b"nonsense")
     from gapkit.errors import GapkitError
 
-    with pytest.raises(GapkitError, match="bad.pt: not a gapkit detector checkpoint"):
-        backbone_features(crops, tmp_path / "bad.pt")
+    with pytest.raises(GapkitError, match="bad.gkm: not a readable gapkit model file"):
+        backbone_features(crops, tmp_path / "bad.gkm")

@@ -150,7 +150,7 @@ def test_benchmark_fresh_discards_only_its_cells_and_models(tmp_path):
     mine = [sentinel(tmp_path / "cells"), sentinel(tmp_path / "models"), tmp_path / "models/my_net.pt"]
     mine[2].write_bytes(b"x")
     ours = [tmp_path / "cells/real_only_n10_s0.json", tmp_path / "cells/mix_a0.5_n10_s1.json",
-            tmp_path / "models/finetune_n10_s0.pt", tmp_path / "models/synthetic_mapped_s0.ckpt"]
+            tmp_path / "models/finetune_n10_s0.gkm", tmp_path / "models/synthetic_mapped_s0.ckpt"]
     for p in ours:
         p.write_text("{}")
     assert Runner.discard(tmp_path) == 4

@@ -178,7 +178,7 @@ class Runner:
         and nothing else: other files in cells/ and models/ are the user's."""
         names = "|".join(map(re.escape, STRATEGIES))
         cell = re.compile(rf"^(?:{names})(?:_a[0-9.e+-]+)?_n\d+_s-?\d+\.json$")
-        model = re.compile(rf"^(?:{names}|synthetic_mapped)(?:_a[0-9.e+-]+)?(?:_n\d+)?_s-?\d+\.(?:pt|ckpt|tmp)$")
+        model = re.compile(rf"^(?:{names}|synthetic_mapped)(?:_a[0-9.e+-]+)?(?:_n\d+)?_s-?\d+\.(?:gkm|pt|ckpt|tmp)$")
         gone = 0
         for folder, pattern in ((out / "cells", cell), (out / "models", model)):
             if folder.is_dir():
@@ -193,27 +193,25 @@ class Runner:
 
     def train(self, sources, seed: int, key: str, steps: int | None = None, init: dict | None = None,
               lr: float | None = None):
-        """Train the model ``key`` (or reload it when a previous cell or run saved it)."""
-        import torch
-
+        """Train the model ``key`` (or reload it when a previous cell or run saved it). Models are
+        saved as model files (:mod:`gapkit.train.detector`), so `gapkit predict` runs any of them."""
         from gapkit.train import train
+        from gapkit.train.detector import Detector, trained_detector
 
         t = self.cfg.train
-        path = self.out / "models" / f"{key}.pt"
+        path = self.out / "models" / f"{key}.gkm"
         if path.is_file():
-            from gapkit.train.model import LandmarkNet
-
-            model = LandmarkNet(sources[0].crops.scheme.num_points, t.width, t.backbone)
-            model.load_state_dict(torch.load(path, weights_only=True))
-            return model.eval()
+            return Detector.load(path, self.cfg.target_scheme).net
         steps = steps or t.steps
         tc = t.model_copy(update={"steps": steps, "lr": lr or t.lr, "seed": seed, "device": self.device,
                                   "checkpoint_every": max(50, steps // 4)})
         ckpt = self.out / "models" / f"{key}.ckpt"
         model = train(sources, tc, init=init, checkpoint=ckpt,
                       progress=(lambda s, n, loss: self.progress(key, s, n)) if self.progress else None)
-        torch.save(model.state_dict(), path.with_suffix(".tmp"))
-        path.with_suffix(".tmp").replace(path)
+        det = self.data.detected
+        strategy = re.sub(r"(?:_a[0-9.e+-]+)?(?:_n\d+)?_s-?\d+$", "", key).replace("synthetic_mapped", "synthetic_only")
+        trained_detector(model, tc, sources, strategy, det.calibration if det else None,
+                         det.detector if det else None).save(path, overwrite=True)
         ckpt.unlink(missing_ok=True)
         return model
 

@@ -24,7 +24,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from gapkit.crop import crop_face
-from gapkit.errors import GapkitError, Problem
+from gapkit.errors import Problem
 from gapkit.gap.label import frechet_distance
 from gapkit.records import FaceRecord
 
@@ -80,30 +80,19 @@ def handcrafted_features(crops: np.ndarray) -> np.ndarray:
     return np.asarray(out, float)
 
 
-def backbone_features(crops: np.ndarray, checkpoint: str | Path, device: str = "cpu", batch: int = 128) -> np.ndarray:
-    """(n, 4*width) pooled features of a gapkit LandmarkNet saved by the benchmark (a state dict)."""
-    import pickle
-
+def backbone_features(crops: np.ndarray, model: str | Path, device: str = "cpu", batch: int = 128) -> np.ndarray:
+    """(n, C) pooled features of a gapkit model file (``.gkm``: `gapkit train`, or the benchmark's models/)."""
     import torch
 
     from gapkit.train.data import to_tensor_batch
-    from gapkit.train.model import LandmarkNet
+    from gapkit.train.detector import Detector
 
-    path = Path(checkpoint)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("model", state)
-        k, two_w = state["head.weight"].shape[:2]
-    except (OSError, RuntimeError, KeyError, AttributeError, ValueError, pickle.UnpicklingError) as exc:
-        raise GapkitError(f"{path}: not a gapkit detector checkpoint ({type(exc).__name__}: {exc})") from None
-    net = LandmarkNet(int(k), width=int(two_w) // 2)
-    net.load_state_dict(state)
-    net.to(device).eval()
+    net = Detector.load(model).net.to(device).eval()
     out = []
     with torch.no_grad():
         for i in range(0, len(crops), batch):
             out.append(net.features(to_tensor_batch(crops[i:i + batch]).to(device)).float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 4 * (int(two_w) // 2)))
+    return np.concatenate(out) if out else np.zeros((0, net.lat16.in_channels))
 
 
 def domain_auc(fa: np.ndarray, fb: np.ndarray, seed: int = 0, folds: int = 5) -> float:

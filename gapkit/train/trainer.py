@@ -125,10 +125,11 @@ def _heatmap_loss(prob, centres, y, mask):
 
 
 def train(sources: Sequence[Source], cfg: TrainConfig, init: dict | None = None, checkpoint: Path | None = None,
-          progress: Callable[[int, int, float], None] | None = None):
+          progress: Callable[[int, int, float], None] | None = None, tag: str = ""):
     """Train a new (or ``init``-weighted) LandmarkNet on the mix of ``sources``; returns the model
     (on CPU, eval mode). With ``checkpoint``, state is saved every ``checkpoint_every`` steps and
-    a run that finds one continues from it."""
+    a run that finds one continues from it, if it was saved under the same ``tag`` (a caller's
+    digest of its data and settings); one of another tag is refused."""
     import torch
 
     from gapkit.train.model import LandmarkNet
@@ -160,7 +161,18 @@ def train(sources: Sequence[Source], cfg: TrainConfig, init: dict | None = None,
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start = 0
     if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)  # tensors and plain types, never pickles
+        try:
+            state = torch.load(checkpoint, map_location=device, weights_only=True)  # tensors and plain types only
+        except Exception as exc:
+            from gapkit.errors import ModelError
+
+            raise ModelError(f"{checkpoint}: not a readable checkpoint ({str(exc).splitlines()[0][:200]}); "
+                             "remove it to start afresh") from None
+        if state.get("tag", "") != tag:
+            from gapkit.errors import ConfigError
+
+            raise ConfigError(f"{checkpoint} is the checkpoint of another run (other data or settings); "
+                              "remove it to start afresh")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
@@ -198,7 +210,7 @@ def train(sources: Sequence[Source], cfg: TrainConfig, init: dict | None = None,
         if checkpoint is not None and rank == 0 and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
             tmp = checkpoint.with_suffix(".tmp")
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                        "step": step + 1, "config": cfg.model_dump()}, tmp)
+                        "step": step + 1, "config": cfg.model_dump(), "tag": tag}, tmp)
             os.replace(tmp, checkpoint)
         if clock["frac"] >= 1:
             break
@@ -211,17 +223,16 @@ def predict(model, crops: FaceCrops, batch_size: int = 128, device: str = "cpu",
     also run mirrored (points relabelled left <-> right) and the two predictions averaged."""
     import torch
 
+    from gapkit.train.detector import merge_flipped
+
     model = model.to(resolve_device(device)).eval()
     out = np.empty(crops.points.shape[:1] + (model.num_points, 2))
-    perm = np.array(crops.scheme.flip)
     with torch.inference_mode():
         for i in range(0, len(crops), batch_size):
             x = to_tensor_batch(crops.images[i:i + batch_size]).to(next(model.parameters()).device)
             p = model(x).float().cpu().numpy()
             if flip:
-                q = model(x.flip(-1)).float().cpu().numpy()[:, perm]
-                q[..., 0] = (x.shape[-1] - 1) - q[..., 0]
-                p = (p + q) / 2
+                p = merge_flipped(p, model(x.flip(-1)).float().cpu().numpy(), crops.scheme.flip, x.shape[-1])
             out[i:i + batch_size] = p
     model.cpu()
     return crops.to_image(np.arange(len(crops)), out)
