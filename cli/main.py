@@ -16,6 +16,8 @@ from gapkit import __version__
 from gapkit.cli.adapt import app as adapt_app
 from gapkit.cli.app import app as app_command
 from gapkit.cli.gap import app as gap_app
+from gapkit.cli.model import export, predict
+from gapkit.cli.model import train as train_command
 from gapkit.cli.ui import (
     FromOpt,
     OptionsOpt,
@@ -34,6 +36,9 @@ app = typer.Typer(help="gapkit: close the label gap and the domain gap between s
 app.add_typer(adapt_app, name="adapt")
 app.add_typer(gap_app, name="gap")
 app.command("app")(app_command)
+app.command("train")(train_command)
+app.command()(predict)
+app.command()(export)
 
 @app.command()
 def convert(

@@ -23,7 +23,13 @@ def crop_matrix(box: tuple[float, float, float, float], size: int, margin: float
 def crop_face(img: np.ndarray, record: FaceRecord, size: int, margin: float) -> tuple[np.ndarray, np.ndarray]:
     """The crop policy: ``record``'s face (its bbox, else its landmark box) from the decoded image,
     as a (size, size, 3) crop and the 2x3 image -> crop matrix."""
-    m = crop_matrix(record.bbox or record.landmark_box(), size, margin)
+    return crop_box(img, record.bbox or record.landmark_box(), size, margin)
+
+
+def crop_box(img: np.ndarray, box: tuple[float, float, float, float], size: int,
+             margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """The crop policy around a face box (x, y, w, h): the crop and its image -> crop matrix."""
+    m = crop_matrix(box, size, margin)
     crop = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_AREA if m[0, 0] < 1 else cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)
     return crop, m

@@ -325,6 +325,7 @@ def build_dataset(manifests: Sequence[str | Path | DataSource] | str | Path | Da
     try:
         ds.add_importer(importer, progress=False)
         ds.persistent = persistent
+        set_colours(ds)
         log("saving views")
         add_views(ds)
         if embeddings:
@@ -334,6 +335,23 @@ def build_dataset(manifests: Sequence[str | Path | DataSource] | str | Path | Da
         ds.delete()
         raise
     return ds, importer.problems
+
+
+# Ground truth green, predictions in warm colours, adapted labels blue: told apart at a glance.
+FIELD_COLOURS = {GROUND_TRUTH: "#00c853", "adapted": "#2979ff"}
+PREDICTION_COLOURS = ("#ff1744", "#ff9100", "#d500f9", "#ffea00")
+
+
+def set_colours(ds: fo.Dataset) -> dict[str, str]:
+    """One fixed colour per keypoint field in the App (saved on the dataset); returns them."""
+    schema = ds.get_field_schema()
+    kps = [f for f in schema if isinstance(schema[f], fo.EmbeddedDocumentField) and schema[f].document_type is fo.Keypoints]
+    others = iter(PREDICTION_COLOURS * len(kps))
+    colours = {f: FIELD_COLOURS.get(f) or next(others) for f in kps}
+    ds.app_config.color_scheme = fo.ColorScheme(color_by="field",
+                                                fields=[{"path": f, "fieldColor": c} for f, c in colours.items()])
+    ds.save()
+    return colours
 
 
 def nme_fields(ds: fo.Dataset) -> list[str]:

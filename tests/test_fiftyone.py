@@ -142,6 +142,14 @@ def test_saved_views(dataset, faces):
     assert faces["records"][1].id in outside
 
 
+def test_ground_truth_and_predictions_have_their_own_colours(dataset):
+    ds, _ = dataset
+    scheme = ds.app_config.color_scheme
+    colours = {f["path"]: f["fieldColor"] for f in scheme.fields}
+    assert scheme.color_by == "field" and set(colours) >= {"ground_truth", "predictions"}
+    assert colours["ground_truth"] != colours["predictions"]
+
+
 def test_embeddings_are_precomputed_visualisations(dataset):
     ds, _ = dataset
     assert set(ds.list_brain_runs()) == {"label_shapes", "visual_features"}
@@ -251,7 +259,7 @@ def test_app_serves_the_dataset_to_a_real_browser(fo_env, faces, tmp_path):
         if os.environ.get("CI"):
             pytest.fail("chromium is missing; .ci/run installs it with apt")
         pytest.skip("no chromium here (CI installs it)")
-    _, env = fo_env
+    gfo, env = fo_env
     port = _free_port()
     log = open(tmp_path / "app.log", "w")
     proc = subprocess.Popen([str(Path(sys.executable).parent / "gapkit"), "app", "--manifest", str(faces["gt"]),
@@ -282,6 +290,11 @@ def test_app_serves_the_dataset_to_a_real_browser(fo_env, faces, tmp_path):
             cells = img[150:950, 320:1500]  # the sample grid, right of the sidebar
             colours = len(np.unique(cells.reshape(-1, 3) // 8, axis=0))
             assert cells.std() > 30 and colours > 2000, f"{shot.name}: the grid looks blank"
+            # ground truth and predictions are drawn, each in its field colour
+            for field, hexc in (("ground_truth", gfo.FIELD_COLOURS["ground_truth"]), ("predictions", gfo.PREDICTION_COLOURS[0])):
+                bgr = np.array([int(hexc[i:i + 2], 16) for i in (5, 3, 1)])
+                near = (np.abs(cells.astype(int) - bgr).max(-1) < 40).sum()
+                assert near > 50, f"{shot.name}: hardly any {field} colour ({hexc}) drawn: {near} px"
         out = os.environ.get("GAPKIT_SCREENSHOTS")
         if out:  # keep them for the README
             shutil.copy(grid, Path(out) / "app_grid.png")

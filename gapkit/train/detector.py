@@ -258,7 +258,8 @@ def export_onnx(model: Detector, out: str | Path, overwrite: bool = False, opset
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
-        torch.onnx.export(Points(net), (x,), buf, input_names=["image"], output_names=["points"],
+        # the wrapper in eval mode: the exporter restores the module's mode afterwards, recursively
+        torch.onnx.export(Points(net).eval(), (x,), buf, input_names=["image"], output_names=["points"],
                           dynamic_axes={"image": {0: "batch"}, "points": {0: "batch"}}, opset_version=opset,
                           dynamo=False)
     proto = onnx.load_from_string(buf.getvalue())
