@@ -54,8 +54,12 @@ def report(
     t.add_column("value", justify="right")
     for stage, g in s["label_gap"].items():
         top = max(g["groups_pct"], key=g["groups_pct"].get)
-        t.add_row(f"label ({stage})", f"pose-matched mean offset, % {g['normaliser']} (bias-corrected)",
+        am = g["by_pose_mix"]["A"]
+        t.add_row(f"label ({stage})", f"pose-matched mean offset under {name_b}'s pose mix, % {g['normaliser']}",
                   f"{g['estimate_pct']:.2f}% [{g['ci95_pct'][0]:.2f}, {g['ci95_pct'][1]:.2f}]")
+        if am["estimate_pct"] is not None:
+            t.add_row("", f"the same under {name_a}'s pose mix",
+                      f"{am['estimate_pct']:.2f}% [{am['ci95_pct'][0]:.2f}, {am['ci95_pct'][1]:.2f}]")
         t.add_row("", "noise floor (no offset at all)", f"{g['noise_floor_pct']:.2f}%")
         t.add_row("", "largest group", f"{top} {g['groups_pct'][top]:.2f}%")
     pg = s["pose_gap"]

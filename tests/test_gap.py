@@ -92,6 +92,77 @@ def test_label_gap_is_about_zero_without_a_label_gap_and_large_with_one(sim_sets
     assert with_gap.matched_share > 0.9
 
 
+def _true_offsets(syn, reference) -> np.ndarray:
+    """(N, 68, 2) what the simulator put in: each synthetic face's mapped labels against the human
+    labels of the same face, in the report's frame (% of the normaliser)."""
+    from gapkit.gap.label import aligned_shapes, alignment_weights
+
+    w = alignment_weights(IBUG)
+    mapped = find_mapper("facesynthetics70", "ibug68")(_shapes(syn))
+    human = np.stack([np.asarray(r.attributes["human68"]) for r in syn])
+    return 100 * (aligned_shapes(mapped, reference, w) - aligned_shapes(human, reference, w))
+
+
+def _length(d: np.ndarray) -> float:
+    return float(np.linalg.norm(np.nanmean(d, 0), axis=1).mean())
+
+
+def test_each_pose_weighting_recovers_its_own_true_value(sim_sets):
+    from gapkit.gap.label import pose_matches
+
+    syn, real = sim_sets["synthetic"], sim_sets["real"]
+    pa, pb = records_pose(syn), records_pose(real)
+    g = label_gap(find_mapper("facesynthetics70", "ibug68")(_shapes(syn)), _shapes(real), IBUG, pa, pb)
+    truth = _true_offsets(syn, g.reference)
+    b_rows, a_rows, w = pose_matches(pa, pb)          # B's mix: the truth at each real face's pose
+    true_b = _length(np.einsum("nj,njkd->nkd", w, truth[a_rows]))
+    true_a = _length(truth[pose_matches(pb, pa)[0]])  # A's mix: the synthetic faces that real covers
+    lo_b, hi_b = g.by_mix["B"]["ci95_pct"]
+    lo_a, hi_a = g.by_mix["A"]["ci95_pct"]
+    assert lo_b <= true_b <= hi_b and lo_a <= true_a <= hi_a, (true_b, (lo_b, hi_b), true_a, (lo_a, hi_a))
+    assert true_a > true_b + 0.3 and lo_a > hi_b  # the weighting matters here, and is told apart
+    assert g.estimate_pct == g.by_mix["B"]["estimate_pct"] and g.weighting == "B"
+    bins = {(r["yaw_from"], r["yaw_to"]): r for r in g.pose_bins}
+    frontal, profile = bins[(-10.0, 10.0)]["B"], bins[(-90.0, -30.0)]["B"]
+    assert profile["ci95_pct"][0] > frontal["ci95_pct"][1]  # the simulated gap grows with yaw
+
+
+def test_shape_modes_carry_no_yaw_once_pose_is_removed(sim_sets):
+    from sklearn.decomposition import PCA
+
+    from gapkit.gap.label import aligned_shapes
+
+    syn, real = sim_sets["synthetic"], sim_sets["real"]
+    pa, pb = records_pose(syn), records_pose(real)
+    a = find_mapper("facesynthetics70", "ibug68")(_shapes(syn))
+    g = label_gap(a, _shapes(real), IBUG, pa, pb)
+    assert g.modes and all(m["pose_removed"] and abs(m["yaw_r"]) < 0.2 for m in g.modes)
+    # without removing it, the leading mode of the same shapes is yaw
+    flat = np.concatenate([aligned_shapes(a, g.reference), aligned_shapes(_shapes(real), g.reference)])
+    z = PCA(3).fit_transform(np.nan_to_num(flat.reshape(len(flat), -1)))
+    yaw = np.r_[pa[:, 0], pb[:, 0]]
+    assert max(abs(np.corrcoef(z[:, j], yaw)[0, 1]) for j in range(3)) > 0.8
+
+
+def test_the_noise_measure_ranks_noisy_photos_above_clean_renders(sim_sets, tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    from gapkit.gap.visual import image_stats
+
+    def noise(recs) -> np.ndarray:
+        return np.array([image_stats(c)[3] for c in face_crops(recs)[0]])
+
+    real = noise(sim_sets["real"][:80])
+    looks_real = load(generate(tmp_path / "vg0", SimConfig(domain="synthetic", n=80, size=64, seed=4,
+                                                             visual_gap=0.0), workers=1))[0].records
+
+    def auc(syn: np.ndarray) -> float:  # P(a real face reads noisier than a synthetic one)
+        return roc_auc_score(np.r_[np.zeros(len(syn)), np.ones(len(real))], np.r_[syn, real])
+
+    assert auc(noise(sim_sets["synthetic"][:80])) > 0.9     # --visual-gap 1: only the real side has noise
+    assert 0.35 < auc(noise(looks_real)) < 0.65             # --visual-gap 0: both do
+
+
 def test_a_known_offset_is_recovered_where_it_was_put(sim_sets):
     real = sim_sets["real"]
     b = _shapes(real)
@@ -126,7 +197,7 @@ def test_gap_report_cli_writes_numbers_and_figures(sim_sets, tmp_path):
     res = _cli("gap", "report", "--a", str(a), "--b", str(b), "-o", str(out), "--name-a", "syn", "--name-b", "real")
     assert res.exit_code == 0, res.output
     for name in ("report.md", "gap.json", "label_gap.png", "label_gap_points.png", "label_modes.png",
-                 "pose_gap.png", "visual_gap.png"):
+                 "label_gap_pose_bins.png", "pose_gap.png", "visual_gap.png"):
         assert (out / name).stat().st_size > 0, name
     data = json.loads((out / "gap.json").read_text())  # strict JSON: no NaN
     assert data["a"]["n"] == 120 and data["b"]["scheme"] == "ibug68"
@@ -135,7 +206,12 @@ def test_gap_report_cli_writes_numbers_and_figures(sim_sets, tmp_path):
     assert lg["groups_pct"]["jaw"] > 2 * lg["groups_pct"]["right_eye"]  # the simulated gap is on jaw and brows
     assert data["visual_gap"]["domain_auc"] > 0.9
     assert set(data["pose_gap"]["angles"]) == {"yaw", "pitch", "roll"}
-    assert "## Label gap" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "## Label gap" in md and "weighted by real's pose mix" in md and "under syn's pose mix" in md
+    assert "| -10° to 10° |" in md  # the per-yaw-bin table
+    top = lg["largest_points"][0]
+    assert lg["largest_point_names"][0] == IBUG.points[top] and f"{IBUG.points[top]} (#{top})" in md
+    assert "real's" in res.output and "syn's" in res.output  # the table names both weightings
     # No silent overwrite.
     again = _cli("gap", "report", "--a", str(a), "--b", str(b), "-o", str(out))
     assert again.exit_code == 2 and "--overwrite" in again.output

@@ -5,7 +5,11 @@ left out of the fit), so a moved jaw shows on the jaw. Offsets are in percent of
 as ``A - B`` (A typically synthetic, B real). Two face sets differ in pose as well as in
 labelling convention, and a mean shape depends on pose (a yawed face looks narrower), so the
 headline offsets are *pose-matched*: every B face is compared with the mean of the A faces of
-nearly the same yaw and pitch. The unmatched difference of means is reported beside it.
+nearly the same yaw and pitch. That average runs over B's faces, so it is the gap *under B's
+pose mix*; the same is measured the other way (each A face against its B neighbours: *under
+A's pose mix*) and per yaw bin, each with its interval, because a gap that grows with yaw reads
+differently under different mixes. The unmatched difference of means is reported beside it.
+Shape modes are computed after the pose is regressed out of each set's aligned shapes.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from gapkit.schemes import LandmarkScheme
 
 CALIPER_DEG = 10.0   # a B face is matched when some A face lies this close in (yaw, pitch)
 NEIGHBOURS = 8
+YAW_BINS = (-90.0, -30.0, -10.0, 10.0, 30.0, 90.0)  # degrees; per-bin gaps
+MIN_BIN_FACES = 5
 
 
 @dataclass
@@ -43,10 +49,14 @@ class LabelGap:
     raw_mean_pct: float
     matched_share: float           # B faces with an A face within the caliper
     groups: dict[str, float]
-    frechet: float                 # between aligned-shape distributions (PCA space, % units squared)
+    frechet: float                 # between aligned-shape distributions, pose removed (PCA space, % units squared)
     mmd: float                     # squared MMD, RBF kernel, median bandwidth
     mmd_p: float                   # permutation p-value
     modes: list[dict] = field(default_factory=list)
+    weighting: str = "B"           # the headline's pose mix: averaged over B's matched faces
+    by_mix: dict = field(default_factory=dict)     # {"B": {...}, "A": {...}}: estimate, CI, floor, groups
+    pose_bins: list[dict] = field(default_factory=list)  # per yaw bin of the anchor face, both mixes
+    point_names: list[str] = field(default_factory=list)
 
     @property
     def magnitude(self) -> np.ndarray:
@@ -60,6 +70,8 @@ class LabelGap:
             "mean_pct": self.mean_pct, "estimate_pct": self.estimate_pct, "ci95_pct": list(self.ci95), "noise_floor_pct": self.noise_floor, "raw_mean_pct": self.raw_mean_pct,
             "max_pct": float(mag.max()), "matched_share": self.matched_share, "groups_pct": self.groups,
             "largest_points": [int(i) for i in order[:10]],
+            "largest_point_names": [self.point_names[i] for i in order[:10]] if self.point_names else [],
+            "weighting": self.weighting, "by_pose_mix": self.by_mix, "pose_bins": self.pose_bins,
             "per_point_pct": [[round(float(x), 4), round(float(y), 4)] for x, y in self.offsets],
             "raw_per_point_pct": [[round(float(x), 4), round(float(y), 4)] for x, y in self.raw_offsets],
             "frechet": self.frechet, "mmd2": self.mmd, "mmd_p": self.mmd_p, "modes": self.modes,
@@ -145,6 +157,50 @@ def _matched_diffs(al_a: np.ndarray, al_b: np.ndarray, match: tuple) -> np.ndarr
     return np.einsum("nj,njkd->nkd", w, al_a[a_rows]) - al_b[b_rows]
 
 
+def _summary(diffs: np.ndarray, seed: int, scheme: LandmarkScheme, share: float) -> dict:
+    """Estimate, CI, noise floor and per-group offsets of (M, K, 2) per-face differences."""
+    if len(diffs) < 2:
+        return {"n": len(diffs), "matched_share": share, "estimate_pct": None, "ci95_pct": [None, None],
+                "noise_floor_pct": None, "groups_pct": {}}
+    est, ci, floor = _uncertainty(diffs, seed)
+    mag = np.linalg.norm(np.nanmean(diffs, 0), axis=1)
+    return {"n": len(diffs), "matched_share": share, "estimate_pct": est, "ci95_pct": list(ci),
+            "noise_floor_pct": floor, "groups_pct": {g: float(mag[i].mean()) for g, i in scheme.groups.items()}}
+
+
+def _pose_bins(diffs_b: np.ndarray, yaw_b: np.ndarray, diffs_a: np.ndarray, yaw_a: np.ndarray, seed: int,
+               scheme: LandmarkScheme) -> list[dict]:
+    """The gap per yaw bin of the anchor face, under each mix (B's faces, A's faces)."""
+    out = []
+    for lo, hi in zip(YAW_BINS[:-1], YAW_BINS[1:], strict=True):
+        row: dict = {"yaw_from": lo, "yaw_to": hi}
+        for side, d, yaw in (("B", diffs_b, yaw_b), ("A", diffs_a, yaw_a)):
+            inside = (yaw >= lo) & (yaw < hi)
+            sub = d[inside]
+            row[side] = _summary(sub, seed, scheme, float(inside.mean()) if len(yaw) else 0.0) \
+                if len(sub) >= MIN_BIN_FACES else {"n": int(len(sub)), "estimate_pct": None, "ci95_pct": [None, None]}
+        out.append(row)
+    return out
+
+
+def pose_design(pose: np.ndarray) -> np.ndarray:
+    """(N, 7) regressors of head pose: 1, yaw, pitch, roll, yaw², pitch², yaw·pitch (degrees / 30)."""
+    y, p, r = (pose[:, j] / 30.0 for j in range(3))
+    return np.stack([np.ones_like(y), y, p, r, y * y, p * p, y * p], 1)
+
+
+def remove_pose(flat: np.ndarray, pose: np.ndarray) -> np.ndarray:
+    """(N, D) shapes with what the pose explains (least squares on :func:`pose_design`, fitted on
+    these faces) taken out; the mean is kept. Rows with an unknown pose are left as they are."""
+    ok = ~np.isnan(pose).any(1)
+    out = flat.copy()
+    if ok.sum() > 10:
+        x = pose_design(pose[ok])
+        beta, *_ = np.linalg.lstsq(x, flat[ok], rcond=None)
+        out[ok] = flat[ok] - x[:, 1:] @ beta[1:]
+    return out
+
+
 def _uncertainty(diffs: np.ndarray, seed: int, reps: int = 200) -> tuple[float, tuple[float, float], float]:
     """Bias-corrected estimate, bootstrap CI and noise floor of the mean offset length over
     (M, K, 2) per-face differences.
@@ -202,25 +258,41 @@ def label_gap(a: np.ndarray, b: np.ndarray, scheme: LandmarkScheme, pose_a: np.n
         offsets = np.nanmean(diffs, 0)
         est, ci, floor = _uncertainty(diffs, seed)
     mag = np.linalg.norm(offsets, axis=1)
+    # The other mix: each A face against the mean of its B pose neighbours.
+    match_a = pose_matches(pose_b, pose_a)
+    diffs_a = -_matched_diffs(al_b, al_a, match_a)
+    by_mix = {"B": _summary(diffs, seed, scheme, len(diffs) / len(b)),
+              "A": _summary(diffs_a, seed, scheme, len(diffs_a) / len(a))}
+    bins = _pose_bins(diffs, pose_b[match[0], 0], diffs_a, pose_a[match_a[0], 0], seed, scheme)
 
     flat_a = np.nan_to_num(al_a.reshape(len(a), -1) - ref.reshape(-1) * 100)
     flat_b = np.nan_to_num(al_b.reshape(len(b), -1) - ref.reshape(-1) * 100)
-    pooled = np.concatenate([flat_a, flat_b])
+    pooled_pose = np.concatenate([pose_a, pose_b])
+    # Pose out first, within each set (their shapes follow pose differently where the label gap
+    # grows with yaw), or the leading modes are yaw and pitch. What varies with pose is in the
+    # per-yaw-bin gaps instead.
+    pooled = np.concatenate([remove_pose(flat_a, pose_a), remove_pose(flat_b, pose_b)])
     pca = PCA(n_components=min(20, pooled.shape[1], len(pooled) - 1), random_state=seed).fit(pooled)
-    za, zb = pca.transform(flat_a), pca.transform(flat_b)
+    z = pca.transform(pooled)
+    za, zb = z[:len(a)], z[len(a):]
     fd = frechet_distance(za, zb)
     mmd, p = mmd_test(za, zb, seed=seed)
+    yaw = pooled_pose[:, 0]
+    known = ~np.isnan(yaw)
     modes = []
     for j in range(min(10, pca.n_components_)):
         sd = np.sqrt(pca.explained_variance_[j])
         d = (za[:, j].mean() - zb[:, j].mean()) / sd
+        r = float(np.corrcoef(z[known, j], yaw[known])[0, 1]) if known.sum() > 2 else float("nan")
         modes.append({"mode": j, "explained": float(pca.explained_variance_ratio_[j]), "effect_size": float(d),
-                      "direction": pca.components_[j].reshape(-1, 2).tolist(), "sd_pct": float(sd)})
+                      "direction": pca.components_[j].reshape(-1, 2).tolist(), "sd_pct": float(sd),
+                      "yaw_r": r, "pose_removed": True})
     modes.sort(key=lambda m: -abs(m["effect_size"]))
     return LabelGap(
         scheme=scheme.name, normaliser=name, n_a=len(a), n_b=len(b), reference=ref, offsets=offsets,
         raw_offsets=raw, mean_pct=float(mag.mean()), estimate_pct=est, ci95=ci, noise_floor=floor,
         raw_mean_pct=float(np.linalg.norm(raw, axis=1).mean()), matched_share=len(diffs) / len(b),
         groups={g: float(mag[i].mean()) for g, i in scheme.groups.items()},
-        frechet=fd, mmd=mmd, mmd_p=p, modes=modes[:3],
+        frechet=fd, mmd=mmd, mmd_p=p, modes=modes[:3], by_mix=by_mix, pose_bins=bins,
+        point_names=list(scheme.points),
     )

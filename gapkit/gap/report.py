@@ -116,7 +116,8 @@ def plot_label_gap(gaps: dict[str, LabelGap], names: tuple[str, str], path: Path
         ax.invert_yaxis()
         ax.axis("off")
     fig.colorbar(sc, ax=axes[0].tolist(), shrink=0.7, label=f"|{names[0]} - {names[1]}|, % {first.normaliser}")
-    fig.suptitle(f"Label gap, pose-matched\n{names[0]} points against {names[1]}'s", fontsize=11)
+    fig.suptitle(f"Label gap, pose-matched, under {names[1]}'s pose mix\n{names[0]} points against {names[1]}'s",
+                 fontsize=11)
     return _write_png(path, fig)
 
 
@@ -138,9 +139,14 @@ def plot_points(gaps: dict[str, LabelGap], path: Path) -> Path:
             ax.bar([0], [0], color="0.4", alpha=1.0 if s == 0 else 0.45, edgecolor="k" if s else None, label=stage)
     for n in names:
         ax.bar([0], [0], color=cmap(names.index(n) % 10), label=n)
-    ax.set_xlabel(f"{scheme.name} point")
+    last = list(gaps.values())[-1]
+    for i in np.argsort(-np.nan_to_num(last.magnitude))[:5]:  # the largest, by name
+        ax.annotate(f"{scheme.points[i]} (#{i})", (i, last.magnitude[i]), textcoords="offset points", xytext=(0, 3),
+                    ha="center", va="bottom", fontsize=6, rotation=90)
+    ax.set_ylim(0, 1.6 * float(np.nanmax(last.magnitude)))
+    ax.set_xlabel(f"{scheme.name} point index (0-based; names in the report)")
     ax.set_ylabel(f"offset, % {first.normaliser}")
-    ax.legend(fontsize=7, ncol=6)
+    ax.legend(fontsize=7, ncol=6, loc="upper right")
     ax.grid(alpha=0.3, axis="y")
     return _write_png(path, fig)
 
@@ -155,12 +161,37 @@ def plot_modes(g: LabelGap, path: Path) -> Path:
         _draw_face(ax, g.reference, scheme, color="0.6", lw=1)
         _draw_face(ax, g.reference - d, scheme, color="tab:blue", lw=1)
         _draw_face(ax, g.reference + d, scheme, color="tab:red", lw=1)
-        ax.set_title(f"mode {m['mode'] + 1}: {100 * m['explained']:.1f}% of variance\n"
+        ax.set_title(f"mode {m['mode'] + 1}: {100 * m['explained']:.1f}% of variance, r(yaw) {m['yaw_r']:+.2f}\n"
                      f"A - B = {m['effect_size']:+.2f} sd (red: +2 sd)", fontsize=9)
         ax.set_aspect("equal")
         ax.invert_yaxis()
         ax.axis("off")
-    fig.suptitle("Shape modes (PCA of aligned shapes) that separate the sets most", fontsize=10)
+    fig.suptitle("Shape modes that separate the sets most (PCA of aligned shapes, pose regressed out "
+                 "within each set)", fontsize=10)
+    return _write_png(path, fig)
+
+
+def plot_pose_bins(g: LabelGap, names: tuple[str, str], path: Path) -> Path:
+    """The gap per yaw bin, under each set's faces, with 95% intervals."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for k, (side, label) in enumerate((("B", f"{names[1]}'s faces"), ("A", f"{names[0]}'s faces"))):
+        xs, ys, lo, hi = [], [], [], []
+        for j, row in enumerate(g.pose_bins):
+            v = row[side]
+            if v.get("estimate_pct") is not None:
+                xs.append(j + (k - 0.5) * 0.2)
+                ys.append(v["estimate_pct"])
+                lo.append(v["estimate_pct"] - v["ci95_pct"][0])
+                hi.append(v["ci95_pct"][1] - v["estimate_pct"])
+        ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", capsize=3, label=label)
+    ax.set_xticks(range(len(g.pose_bins)), [f"{r['yaw_from']:.0f} to {r['yaw_to']:.0f}" for r in g.pose_bins])
+    ax.set_xlabel("yaw of the face, degrees")
+    ax.set_ylabel(f"label gap, % {g.normaliser}")
+    ax.set_title("Label gap per yaw bin (95% CI); bins with fewer than 5 matched faces left out", fontsize=10)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return _write_png(path, fig)
 
 
@@ -269,6 +300,7 @@ def gap_report(a_src: str | Path, b_src: str | Path, out: str | Path, *, a_fmt: 
     files.append(plot_label_gap(gaps, names, out / "label_gap.png"))
     files.append(plot_points(gaps, out / "label_gap_points.png"))
     files.append(plot_modes(gaps[list(gaps)[-1]], out / "label_modes.png"))
+    files.append(plot_pose_bins(gaps[list(gaps)[-1]], names, out / "label_gap_pose_bins.png"))
     files.append(plot_pose(pose_a, pose_b, pg, names, out / "pose_gap.png"))
 
     problems = a_bad + b_bad
@@ -323,31 +355,54 @@ def markdown(s: dict) -> str:
     lines = [f"# Gap report: {a} against {b}", "",
              f"- {a}: `{s['a']['source']}`, {s['a']['n']} faces ({s['a']['scheme']}), {s['a']['skipped']} skipped",
              f"- {b}: `{s['b']['source']}`, {s['b']['n']} faces ({s['b']['scheme']}), {s['b']['skipped']} skipped", ""]
+    norm = next(iter(s["label_gap"].values()))["normaliser"]
     lines += ["## Label gap", "",
               f"Offsets of {a}'s points from {b}'s after Procrustes alignment on the inner points, in % of the "
-              f"{next(iter(s['label_gap'].values()))['normaliser']} distance. *Pose-matched*: each {b} face is compared "
-              f"with the {a} faces of nearly the same yaw and pitch, so a difference in pose mix does not pass "
-              "for a labelling difference.", "",
+              f"{norm} distance. *Pose-matched*: each {b} face is compared with the {a} faces of nearly the same "
+              "yaw and pitch, so a difference in pose mix does not pass for a labelling difference.", "",
+              f"**The headline is weighted by {b}'s pose mix**: it averages over {b}'s faces. A gap that grows with "
+              f"yaw reads larger under a mix with more profile faces, so the same is given under {a}'s pose mix "
+              f"(each {a} face against its {b} neighbours) and per yaw bin below. Two reports with different "
+              f"{b} sets compare at the same weighting only per bin.", "",
               "The noise floor is what the mean offset reaches with no offset at all (95th percentile, "
               "per-face differences sign-flipped): a gap at or under it is zero within what these faces can show.",
-              "", "| stage | mean offset, bias-corrected (95% CI) | noise floor | max | unmatched mean | largest group | Fréchet | MMD² (p) |",
-              "|---|---|---|---|---|---|---|---|"]
+              "", f"| stage | under {b}'s pose mix (95% CI) | noise floor | under {a}'s pose mix (95% CI) | max | "
+              "unmatched mean | largest group | Fréchet | MMD² (p) |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for stage, g in s["label_gap"].items():
         top = max(g["groups_pct"], key=g["groups_pct"].get)
+        am = g["by_pose_mix"]["A"]
         lines.append(f"| {stage} | {_fmt(g['estimate_pct'], '%')} ({_fmt(g['ci95_pct'][0])}-{_fmt(g['ci95_pct'][1])}) "
-                     f"| {_fmt(g['noise_floor_pct'], '%')} | {_fmt(g['max_pct'], '%')} | {_fmt(g['raw_mean_pct'], '%')} | {top} "
+                     f"| {_fmt(g['noise_floor_pct'], '%')} | {_fmt(am['estimate_pct'], '%')} ({_fmt(am['ci95_pct'][0])}-"
+                     f"{_fmt(am['ci95_pct'][1])}; {100 * am['matched_share']:.0f}% of {a} matched) "
+                     f"| {_fmt(g['max_pct'], '%')} | {_fmt(g['raw_mean_pct'], '%')} | {top} "
                      f"{_fmt(g['groups_pct'][top], '%')} | {_fmt(g['frechet'], '', 1)} | {g['mmd2']:.4f} ({g['mmd_p']:.3f}) |")
     last = list(s["label_gap"].values())[-1]
-    lines += ["", "Per group (% of the normaliser):", "", "| group | " + " | ".join(s["label_gap"]) + " |",
-              "|---|" + "---|" * len(s["label_gap"])]
+    mixes = last["by_pose_mix"]
+    lines += ["", "Per group (% of the normaliser; last stage under each mix):", "",
+              "| group | " + " | ".join(f"{k} ({b}'s mix)" for k in s["label_gap"]) + f" | {a}'s mix |",
+              "|---|" + "---|" * (len(s["label_gap"]) + 1)]
     for grp in last["groups_pct"]:
-        lines.append(f"| {grp} | " + " | ".join(_fmt(g["groups_pct"][grp], "%") for g in s["label_gap"].values()) + " |")
-    lines += ["", f"Largest offsets at points {', '.join(map(str, last['largest_points'][:5]))}. "
-              "Modes that separate the sets most (PCA of aligned shapes): "
-              + "; ".join(f"mode {m['mode'] + 1} ({100 * m['explained']:.1f}% of variance) {m['effect_size']:+.2f} sd"
-                          for m in last["modes"]) + ".", "",
+        lines.append(f"| {grp} | " + " | ".join(_fmt(g["groups_pct"][grp], "%") for g in s["label_gap"].values())
+                     + f" | {_fmt(mixes['A']['groups_pct'].get(grp), '%')} |")
+    lines += ["", "Per yaw bin of the face (last stage; each row: that bin's faces of one set against their "
+              "pose neighbours in the other; bins with fewer than 5 matched faces are n/a):", "",
+              f"| yaw | {b} faces | gap (95% CI) | {a} faces | gap (95% CI) |", "|---|---|---|---|---|"]
+    for row in last["pose_bins"]:
+        cells = []
+        for side in ("B", "A"):
+            v = row[side]
+            cells += [str(v["n"]), f"{_fmt(v['estimate_pct'], '%')} ({_fmt(v['ci95_pct'][0])}-{_fmt(v['ci95_pct'][1])})"
+                      if v["estimate_pct"] is not None else "n/a"]
+        lines.append(f"| {row['yaw_from']:.0f}° to {row['yaw_to']:.0f}° | " + " | ".join(cells) + " |")
+    names_idx = [f"{n} (#{i})" for n, i in zip(last["largest_point_names"], last["largest_points"], strict=False)]
+    lines += ["", f"Largest offsets ({b}'s mix; points by name, #index counted from 0): {', '.join(names_idx[:5])}.", "",
+              "Modes that separate the sets most (PCA of aligned shapes after the pose is regressed out within "
+              "each set, so they carry no yaw: r is their correlation with yaw): "
+              + "; ".join(f"mode {m['mode'] + 1} ({100 * m['explained']:.1f}% of variance) {m['effect_size']:+.2f} sd, "
+                          f"r(yaw) {m['yaw_r']:+.2f}" for m in last["modes"]) + ".", "",
               "![label gap](label_gap.png)", "", "![per point](label_gap_points.png)", "",
-              "![modes](label_modes.png)", ""]
+              "![per yaw bin](label_gap_pose_bins.png)", "", "![modes](label_modes.png)", ""]
     pg = s["pose_gap"]
     lines += ["## Pose gap", "", f"Head pose from the landmarks (solvePnP on the eyes, nose and mouth). "
               f"{100 * pg['covered_share']:.1f}% of {b}'s faces have a face of {a} within {pg['caliper_deg']:.0f}° "
