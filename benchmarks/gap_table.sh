@@ -22,10 +22,14 @@ import json, sys
 s = json.load(open(sys.argv[2]))
 g = list(s["label_gap"].values())[-1]
 top = max(g["groups_pct"], key=g["groups_pct"].get)
-auc = (s.get("visual_gap") or {}).get("domain_auc")
+vg = s.get("visual_gap") or {}
+am = g["by_pose_mix"]["A"]
+noise = vg.get("stats", {}).get("noise")
 print(f"| {sys.argv[1]} | {g['estimate_pct']:.2f}% ({g['ci95_pct'][0]:.2f}-{g['ci95_pct'][1]:.2f}) | "
+      f"{am['estimate_pct']:.2f}% ({am['ci95_pct'][0]:.2f}-{am['ci95_pct'][1]:.2f}) | "
       f"{g['noise_floor_pct']:.2f}% | {top} {g['groups_pct'][top]:.2f}% | {g['raw_mean_pct']:.2f}% | "
-      + (f"{auc:.3f}" if auc is not None else "-") + " |")
+      + (f"{noise['a_mean']:.2f} / {noise['b_mean']:.2f}" if noise else "-") + " | "
+      + (f"{vg['domain_auc']:.3f}" if "domain_auc" in vg else "-") + " |")
 PY
 }
 row "sim synthetic 2,000 vs real 300" "$W/syn2000/manifest.jsonl" "$W/real300/manifest.jsonl"
