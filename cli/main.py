@@ -193,6 +193,8 @@ def benchmark(
     detector_boxes: Annotated[bool | None, typer.Option(
         "--detector-boxes/--label-boxes", help="also score test faces cropped from OpenCV's Haar face detector "
                                                "(missed faces counted) [default: the config's detector_boxes]")] = None,
+    ray: Annotated[str | None, typer.Option(help="run the cells as Ray tasks: auto (join a running cluster, "
+                                                 "else start a local one), local, or a cluster ADDRESS")] = None,
 ) -> None:
     """Train one detector in each strategy's way over an N_real sweep; report NME, CED and
     real-image equivalence."""
@@ -225,7 +227,8 @@ def benchmark(
             def step(key: str, s: int, n: int) -> None:
                 bar.update(task, completed=s, total=n, description=key)
 
-            paths = run(cfg, folder, log=lambda m: console.print(m, highlight=False), progress=step, smoke=quick)
+            paths = run(cfg, folder, log=lambda m: console.print(m, highlight=False), progress=step, smoke=quick,
+                        ray=ray)
     console.print((folder / "report.md").read_text(), highlight=False)
     console.print("[green]wrote[/green] " + ", ".join(str(p) for p in paths))
 

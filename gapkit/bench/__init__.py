@@ -47,12 +47,20 @@ def default_config(data_dir: Path, quick: bool = False, workers: int = 1,
 
 
 def run(cfg: BenchConfig, out: Path, log: Callable[[str], None] = lambda s: None,
-        progress: Callable[[str, int, int], None] | None = None, smoke: bool = False) -> list[Path]:
+        progress: Callable[[str, int, int], None] | None = None, smoke: bool = False,
+        ray: str | None = None) -> list[Path]:
     """Run (or resume) the benchmark into ``out`` and write its report and figures; a ``smoke``
-    run (``--quick``) is marked as one and states no findings."""
+    run (``--quick``) is marked as one and states no findings. With ``ray`` (an address,
+    ``auto`` or ``local``) the cells run as Ray tasks (:mod:`gapkit.bench.distributed`)."""
     data = load_data(cfg, log)
     log(f"data: {len(data.pool)} real training, {len(data.test)} real test, {len(data.synthetic)} synthetic faces")
-    rows = Runner(cfg, out, log, progress).run(data)
+    if ray is not None:
+        from gapkit.bench.distributed import run_on_ray
+
+        rows = run_on_ray(cfg, out, data, address=ray, log=log,
+                          progress=(lambda k, n: progress("cells", k, n)) if progress else None)
+    else:
+        rows = Runner(cfg, out, log, progress).run(data)
     return write_outputs(rows, out, f"gapkit benchmark: {cfg.name}", smoke=smoke)
 
 

@@ -41,7 +41,9 @@ normaliser = "inter_ocular"
 failure_threshold = 0.08
 ```
 A top-level ``detector_boxes = true`` also scores every model on test crops from a face
-detector's box (the second test protocol, see :mod:`gapkit.detect`).
+detector's box (the second test protocol, see :mod:`gapkit.detect`); ``crop_cache = "DIR"``
+memory-maps the crops from a content-keyed cache there (:mod:`gapkit.train.cache`), and
+``[train] loader_workers = N`` feeds training from N DataLoader worker processes.
 Relative paths are relative to the TOML file.
 """
 
@@ -112,6 +114,9 @@ class BenchConfig(Settings):
     # Also score every model on test faces cropped from OpenCV's Haar detector box (calibrated
     # on training faces), besides the label-box crops; missed faces are counted.
     detector_boxes: bool = False
+    # A folder for memory-mapped crops (gapkit.train.cache): built once, shared by processes and
+    # Ray workers; None keeps the crops decoded in memory.
+    crop_cache: Path | None = None
 
     @classmethod
     def from_toml(cls, path: str | Path) -> BenchConfig:
@@ -127,6 +132,8 @@ class BenchConfig(Settings):
         except ConfigError as exc:
             raise ConfigError(f"{p}: {exc}") from None
         base = p.resolve().parent
+        if cfg.crop_cache is not None and not cfg.crop_cache.is_absolute():
+            cfg.crop_cache = (base / cfg.crop_cache).resolve()
         for ds in [*cfg.real_train, *cfg.real_test, *cfg.synthetic]:
             if not ds.path.is_absolute():
                 ds.path = (base / ds.path).resolve()

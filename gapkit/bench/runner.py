@@ -73,7 +73,7 @@ def load_data(cfg: BenchConfig, log: Log = lambda s: None) -> Data:
     syn = []
     for i, ds in enumerate(cfg.synthetic):
         syn += [r.model_copy(update={"id": f"s{i}/{r.id}"}) for r in _load([ds], cfg.target_scheme, f"synthetic[{i}]", log)]
-    crops = [FaceCrops(x, t.size, t.margin) for x in (pool, test, syn)]
+    crops = [FaceCrops(x, t.size, t.margin, cache=cfg.crop_cache) for x in (pool, test, syn)]
     data = Data(*crops, test_points=np.stack([r.points for r in test]))
     if cfg.detector_boxes:
         from gapkit.detect import detector_boxes
@@ -83,7 +83,7 @@ def load_data(cfg: BenchConfig, log: Log = lambda s: None) -> Data:
             f"found {len(det.records)} of {len(test)} test faces, missed {len(det.missed)}")
         if not det.records:
             raise InputError("the face detector found none of the test faces")
-        data.test_detected = FaceCrops(det.records, t.size, t.margin)
+        data.test_detected = FaceCrops(det.records, t.size, t.margin, cache=cfg.crop_cache)
     return data
 
 
@@ -162,7 +162,10 @@ class Runner:
         self.cfg, self.out, self.log, self.progress = cfg, Path(out), log, progress
         self.device = resolve_device(cfg.train.device)  # once, for training, prediction and the adapter
         saved = self.out / "config.json"
-        now = cfg.model_dump_json(indent=1)
+        # Where the crops are cached does not change a result, and loader_workers = 0 is the
+        # stream runs had before the option existed: both stay out, so those runs still resume.
+        skip: dict = {"crop_cache": True} | ({"train": {"loader_workers"}} if not cfg.train.loader_workers else {})
+        now = cfg.model_dump_json(indent=1, exclude=skip)
         # Finished cells are only reused by the configuration that made them.
         if saved.is_file() and saved.read_text() != now and any((self.out / "cells").glob("*.json")):
             raise GapkitError(f"{self.out} holds cells of another configuration (see its config.json); "
@@ -233,7 +236,8 @@ class Runner:
                 out.append(v)
         return sorted(out)
 
-    def run(self, data: Data) -> list[CellResult]:
+    def cells(self, data: Data):
+        """Every cell of the grid in run order, with the dicts its needs are shared through."""
         from gapkit.schemes import get_scheme
 
         self.data, self.scheme = data, get_scheme(self.cfg.target_scheme)
@@ -247,12 +251,27 @@ class Runner:
                 idx = np.sort(perm[:n])
                 for s in chosen:
                     for alpha in (g.alphas if s.per_alpha else [None]):
-                        cell = Cell(self, s, n, seed, alpha, idx, shared)
-                        if self._cell_path(cell.key()).is_file():
-                            continue
-                        self._prepare(cell, per_seed, shared)
-                        self._run_cell(cell)
+                        yield Cell(self, s, n, seed, alpha, idx, shared), per_seed
+
+    def done(self, key: str) -> bool:
+        return self._cell_path(key).is_file()
+
+    def run(self, data: Data, only: set[str] | None = None) -> list[CellResult]:
+        """Run every unfinished cell (or those of ``only``, by key) and return all finished rows."""
+        for cell, per_seed in self.cells(data):
+            if self.done(cell.key()) or (only is not None and cell.key() not in only):
+                continue
+            self._prepare(cell, per_seed, cell._shared)
+            self._run_cell(cell)
         return collect(self.out)
+
+    def synthetic_model(self, data: Data, seed: int):
+        """Train (or reload) the synthetic model of ``seed`` alone, as the Ray grid's first task does."""
+        from gapkit.schemes import get_scheme
+        from gapkit.train import Source
+
+        self.data, self.scheme = data, get_scheme(self.cfg.target_scheme)
+        return self.train([Source(data.synthetic)], seed, f"synthetic_mapped_s{seed}")
 
     def _prepare(self, cell: Cell, per_seed: dict, shared: dict) -> None:
         """Build what ``cell``'s strategy declares it needs, once per seed or per (N_real, seed)."""

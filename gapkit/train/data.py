@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -47,7 +48,9 @@ class FaceCrops:
     ``points`` (N, K, 2) crop pixels (NaN = missing), ``matrices`` (N, 2, 3) image -> crop."""
 
     def __init__(self, records: Sequence[FaceRecord], size: int = 128, margin: float = 1.3,
-                 points: np.ndarray | None = None):
+                 points: np.ndarray | None = None, cache: str | Path | None = None, threads: int = 2):
+        """With ``cache`` (a folder), the crops come from :mod:`gapkit.train.cache`: built there once,
+        then memory-mapped read-only, and shared by every process that opens them."""
         if not records:
             raise GapkitError("no face records to crop")
         schemes = {r.scheme for r in records}
@@ -56,16 +59,34 @@ class FaceCrops:
         self.scheme = get_scheme(schemes.pop())
         self.ids = [r.id for r in records]
         self.size = size
-        self.images = np.empty((len(records), size, size, 3), np.uint8)
-        self.matrices = np.empty((len(records), 2, 3))
+        self.cache_file: Path | None = None
         labels = np.stack([r.points for r in records]) if points is None else np.asarray(points, float)
-        self.points = np.empty_like(labels)
-        for i, r in enumerate(records):
-            img = cv2.imread(r.image, cv2.IMREAD_COLOR)
-            if img is None:
-                raise GapkitError(f"{r.image}: missing or unreadable image (record {r.id})")
-            self.images[i], self.matrices[i] = crop_face(img, r, size, margin)
-            self.points[i] = apply_affine(self.matrices[i], labels[i])
+        if cache is not None:
+            from gapkit.train.cache import open_cache
+
+            self.images, self.matrices, folder = open_cache(records, size, margin, cache, threads)
+            self.cache_file = folder / "images.npy"
+        else:
+            self.images = np.empty((len(records), size, size, 3), np.uint8)
+            self.matrices = np.empty((len(records), 2, 3))
+            for i, r in enumerate(records):
+                img = cv2.imread(r.image, cv2.IMREAD_COLOR)
+                if img is None:
+                    raise GapkitError(f"{r.image}: missing or unreadable image (record {r.id})")
+                self.images[i], self.matrices[i] = crop_face(img, r, size, margin)
+        self.points = np.stack([apply_affine(m, p) for m, p in zip(self.matrices, labels, strict=True)])
+
+    def __getstate__(self) -> dict:
+        # a memory-mapped set travels (to a worker, a Ray task) as its file name, not its pixels
+        state = dict(self.__dict__)
+        if isinstance(self.images, np.memmap) and self.cache_file is not None:
+            state["images"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if self.images is None:
+            self.images = np.load(self.cache_file, mmap_mode="r")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -93,6 +114,7 @@ class FaceCrops:
         new.__dict__.update(self.__dict__)
         new.ids = [self.ids[i] for i in idx]
         new.images, new.points, new.matrices = self.images[idx], self.points[idx], self.matrices[idx]
+        new.cache_file = None  # the subset's pixels are its own (in memory)
         return new
 
 
@@ -192,3 +214,51 @@ def batches(sources: Sequence[Source], batch_size: int, steps: int, aug: Augment
                 imgs[j], pts[j] = augment(src.crops.images[i], src.crops.points[i], aug, flips[si], rng)
                 j += 1
         yield imgs, pts
+
+
+def _draws(n: int, count: int, step: int, key: list[int]) -> np.ndarray:
+    """The ``count`` indices into ``n`` faces that ``step`` draws: positions step * count ... of an
+    endless stream of seeded permutations (one per epoch), so any step is computed on its own."""
+    pos = step * count + np.arange(count)
+    epochs = pos // n
+    out = np.empty(count, int)
+    for e in np.unique(epochs):
+        here = epochs == e
+        out[here] = np.random.default_rng([*key, int(e)]).permutation(n)[pos[here] % n]
+    return out
+
+
+class StepBatches:
+    """Map-style batches for a torch DataLoader with worker processes: item ``step`` is that step's
+    augmented batch, (B, 3, S, S) float32 in [-1, 1] and (B, K, 2) points, computed from (seed,
+    rank, step) alone, so workers need no shared state and a resumed run starts at its step.
+    Each source fills ``round(share * B)`` places (the last the rest), drawing without
+    replacement epoch by epoch, as :func:`batches` does (with another random stream)."""
+
+    def __init__(self, sources: Sequence[Source], batch_size: int, steps: int, aug: Augment, seed: int,
+                 rank: int = 0, world: int = 1):
+        self.sources, self.batch_size, self.steps, self.aug = list(sources), batch_size, steps, aug
+        self.key = [seed, rank, world]
+        self.counts = [int(round(s.share * batch_size)) for s in sources]
+        self.counts[-1] = batch_size - sum(self.counts[:-1])
+        if min(self.counts) < 0:
+            raise GapkitError("batch shares must add up to at most 1")
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, step: int):
+        import torch
+
+        rng = np.random.default_rng([*self.key, step, 1])
+        size = self.sources[0].crops.size
+        k = self.sources[0].crops.points.shape[1]
+        imgs = np.empty((self.batch_size, size, size, 3), np.uint8)
+        pts = np.empty((self.batch_size, k, 2))
+        j = 0
+        for si, (src, n) in enumerate(zip(self.sources, self.counts, strict=True)):
+            flip = np.array(src.crops.scheme.flip)
+            for i in _draws(len(src.crops), n, step, [*self.key, si]):
+                imgs[j], pts[j] = augment(src.crops.images[i], src.crops.points[i], self.aug, flip, rng)
+                j += 1
+        return to_tensor_batch(imgs), torch.from_numpy(pts)

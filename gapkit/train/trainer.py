@@ -21,7 +21,7 @@ from pydantic import Field, PositiveInt
 
 from gapkit.devices import resolve_device
 from gapkit.settings import Settings
-from gapkit.train.data import Augment, FaceCrops, Source, batches, to_tensor_batch
+from gapkit.train.data import Augment, FaceCrops, Source, StepBatches, batches, to_tensor_batch
 
 
 class TrainConfig(Settings):
@@ -46,6 +46,9 @@ class TrainConfig(Settings):
     # reproducible; the benchmark against ERT uses it to train in no more time than ERT.
     budget_s: float | None = Field(None, gt=0)
     checkpoint_every: PositiveInt = 100
+    # 0: batches are built in a thread beside the training loop; N > 0: by N worker processes of a
+    # torch DataLoader (another random stream; for large or memory-mapped sets, and GPUs).
+    loader_workers: int = Field(0, ge=0)
     augment: Augment = Field(default_factory=Augment)
 
 
@@ -181,13 +184,23 @@ def train(sources: Sequence[Source], cfg: TrainConfig, init: dict | None = None,
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.startswith("cuda") else None)
     # Each step's batch depends only on (seed, step): a resumed run sees the batches it would have.
-    stream = batches(sources, cfg.batch_size, cfg.steps, cfg.augment, cfg.seed, rank, world)
-    for _ in range(start):
-        next(stream)
+    if cfg.loader_workers:
+        from torch.utils.data import DataLoader
+
+        ds = StepBatches(sources, cfg.batch_size, cfg.steps, cfg.augment, cfg.seed, rank, world)
+        stream = iter(DataLoader(ds, batch_size=None, sampler=range(start, cfg.steps), num_workers=cfg.loader_workers,
+                                 prefetch_factor=4, pin_memory=device.startswith("cuda")))
+    else:
+        stream = batches(sources, cfg.batch_size, cfg.steps, cfg.augment, cfg.seed, rank, world)
+        for _ in range(start):
+            next(stream)
+        stream = _prefetch(stream)
     net.train()
     loss_v = float("nan")
-    for step, (imgs, pts) in enumerate(_prefetch(stream), start=start):
-        x = to_tensor_batch(imgs).to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    for step, (imgs, pts) in enumerate(stream, start=start):
+        x = imgs if cfg.loader_workers else to_tensor_batch(imgs)
+        x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        pts = pts.numpy() if cfg.loader_workers else pts
         y = torch.from_numpy(np.nan_to_num(pts)).float().to(device)
         mask = torch.from_numpy(~np.isnan(pts).any(-1)).float().to(device)
         iod = torch.from_numpy(_iod_pixels(pts, scheme)).float().to(device)

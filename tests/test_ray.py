@@ -1,0 +1,90 @@
+"""The benchmark grid on a local Ray instance (2 CPUs): the same rows as the in-process run,
+and a run killed mid-grid that resumes from its finished cells."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gapkit.bench import BenchConfig, Runner, collect, load_data
+from gapkit.bench.config import Grid
+from gapkit.faceset import DataSource
+from gapkit.sim import SimConfig, generate
+from gapkit.train import TrainConfig
+
+pytest.importorskip("ray")  # in the dev extra, so CI has it
+
+
+def _rows(rows) -> dict:
+    """Rows by cell, without their timings (the only thing a Ray run changes)."""
+    out = {}
+    for r in rows:
+        d = r.model_dump()
+        d.pop("time_s")
+        if d.get("adapter"):
+            d["adapter"].pop("fit_s")
+        out[(r.strategy, r.alpha, r.n_real, r.seed)] = d
+    return out
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    root = tmp_path_factory.mktemp("raygrid")
+    sets = {"synthetic": SimConfig(domain="synthetic", n=40, size=64, seed=1),
+            "real_train": SimConfig(domain="real", n=24, size=64, seed=1, split="train"),
+            "real_test": SimConfig(domain="real", n=12, size=64, seed=1, split="test", start=10_000)}
+    for name, sc in sets.items():
+        generate(root / name, sc, workers=1)
+    toml = root / "bench.toml"
+    toml.write_text("\n".join([
+        'name = "raytest"',
+        *[f'[{"[synthetic]" if k == "synthetic" else k}]\npath = "{k}/manifest.jsonl"' for k in sets],
+        "[grid]", "n_real = [6, 12]", "seeds = [0, 1]", "alphas = [0.5]",
+        "[train]", "steps = 40", "batch_size = 8", "size = 32", "width = 4", ""]))
+    cfg = BenchConfig.from_toml(toml)
+    from gapkit.devices import set_threads
+
+    set_threads(1)  # a Ray task uses one thread; the same arithmetic gives the same rows
+    rows = Runner(cfg, root / "inproc").run(load_data(cfg))
+    return root, toml, cfg, rows
+
+
+def test_a_ray_run_gives_the_in_process_rows(grid):
+    from gapkit.bench.distributed import run_on_ray
+
+    root, _, cfg, rows = grid
+    ray_rows = run_on_ray(cfg, root / "ray", load_data(cfg), address="local", num_cpus=2)
+    assert len(rows) == 24 and _rows(ray_rows) == _rows(rows)
+    assert sorted(p.name for p in (root / "ray" / "models").glob("*.gkm")) == \
+        sorted(p.name for p in (root / "inproc" / "models").glob("*.gkm"))
+
+
+def test_a_killed_ray_run_resumes_from_its_finished_cells(grid):
+    root, toml, _, rows = grid
+    out = root / "runs"
+    cmd = [str(Path(sys.executable).parent / "gapkit"), "benchmark", "--config", str(toml), "--out", str(out),
+           "--name", "killed", "--ray", "local", "--threads", "1"]
+    cells = out / "killed" / "cells"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while len(list(cells.glob("*.json"))) < 4:
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.time() < deadline, "no cells in 240 s"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    first = {p.name: p.stat().st_mtime_ns for p in cells.glob("*.json")}
+    assert 4 <= len(first) < 24
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"resuming {out / 'killed'}" in again.stdout.replace("\n", "")
+    assert {n: t for n, t in ((p.name, p.stat().st_mtime_ns) for p in cells.glob("*.json")) if n in first} == first
+    assert _rows(collect(out / "killed")) == _rows(rows)
