@@ -7,23 +7,18 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import tiny_bench_sets
 
 from gapkit.bench import STRATEGIES, BenchConfig, Runner, collect, load_data, write_outputs
 from gapkit.bench.config import Grid
 from gapkit.faceset import DataSource
-from gapkit.sim import SimConfig, generate
 from gapkit.train import TrainConfig
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("benchdata")
-    sets = {"synthetic": SimConfig(domain="synthetic", n=40, size=64, seed=1),
-            "real_train": SimConfig(domain="real", n=24, size=64, seed=1, split="train"),
-            "real_test": SimConfig(domain="real", n=12, size=64, seed=1, split="test", start=10_000)}
-    for name, sc in sets.items():
-        generate(root / name, sc, workers=1)
-    ds = {k: DataSource(path=root / k / "manifest.jsonl") for k in sets}
+    ds = {k: DataSource(path=m) for k, m in tiny_bench_sets(root).items()}
     cfg = BenchConfig(name="tiny", real_train=ds["real_train"], real_test=ds["real_test"], synthetic=[ds["synthetic"]],
                       grid=Grid(n_real=[6, 12], seeds=[0], alphas=[0.5]),
                       train=TrainConfig(steps=4, batch_size=8, size=32, width=4))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from conftest import tiny_bench_sets
 
 from gapkit.detect import BoxCalibration, HaarDetector, detect_records, detector_boxes, match
 from gapkit.errors import GapkitError
@@ -91,16 +92,11 @@ def detector_run(tmp_path_factory):
     from gapkit.bench import BenchConfig, Runner, load_data
     from gapkit.bench.config import Grid
     from gapkit.faceset import DataSource
-    from gapkit.sim import SimConfig, generate
     from gapkit.train import TrainConfig
 
     root = tmp_path_factory.mktemp("detbench")
-    sets = {"synthetic": SimConfig(domain="synthetic", n=30, size=64, seed=2),
-            "real_train": SimConfig(domain="real", n=60, size=128, seed=2, split="train"),
-            "real_test": SimConfig(domain="real", n=30, size=128, seed=2, split="test", start=10_000)}
-    for name, sc in sets.items():
-        generate(root / name, sc, workers=1)
-    ds = {k: DataSource(path=root / k / "manifest.jsonl") for k in sets}
+    ds = {k: DataSource(path=m) for k, m in tiny_bench_sets(root, real_size=128, n_train=60, n_test=30, seed=2,
+                                                           n_synthetic=30).items()}
     cfg = BenchConfig(name="det", real_train=ds["real_train"], real_test=ds["real_test"], synthetic=[ds["synthetic"]],
                       grid=Grid(n_real=[10], seeds=[0], strategies=["real_only", "synthetic_only", "label_adapt"]),
                       train=TrainConfig(steps=3, batch_size=8, size=32, width=4), detector_boxes=True)

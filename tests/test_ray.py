@@ -11,12 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import tiny_bench_sets
 
 from gapkit.bench import BenchConfig, Runner, collect, load_data
-from gapkit.bench.config import Grid
-from gapkit.faceset import DataSource
-from gapkit.sim import SimConfig, generate
-from gapkit.train import TrainConfig
 
 pytest.importorskip("ray")  # in the dev extra, so CI has it
 
@@ -36,11 +33,7 @@ def _rows(rows) -> dict:
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
     root = tmp_path_factory.mktemp("raygrid")
-    sets = {"synthetic": SimConfig(domain="synthetic", n=40, size=64, seed=1),
-            "real_train": SimConfig(domain="real", n=24, size=64, seed=1, split="train"),
-            "real_test": SimConfig(domain="real", n=12, size=64, seed=1, split="test", start=10_000)}
-    for name, sc in sets.items():
-        generate(root / name, sc, workers=1)
+    sets = tiny_bench_sets(root)
     toml = root / "bench.toml"
     toml.write_text("\n".join([
         'name = "raytest"',
