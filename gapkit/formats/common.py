@@ -85,9 +85,16 @@ def prepare_dir(out: Path, overwrite: bool) -> None:
     """An output folder must be new or empty unless overwriting."""
     if out.exists() and not out.is_dir():
         raise GapkitError(f"{out} exists and is not a folder")
-    if out.exists() and any(out.iterdir()) and not overwrite:
+    # scandir stops at the first entry; Path.iterdir lists the whole folder, and `gapkit sim`
+    # calls this once per face it writes into a folder of up to 100k (it went quadratic).
+    if not overwrite and out.is_dir() and _has_entries(out):
         raise OutputExistsError(f"{out} is not empty; pass --overwrite to write into it")
     out.mkdir(parents=True, exist_ok=True)
+
+
+def _has_entries(folder: Path) -> bool:
+    with os.scandir(folder) as it:
+        return next(it, None) is not None
 
 
 def write_each(records: Iterable[FaceRecord], out: Path, overwrite: bool,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -87,8 +88,9 @@ def fit_detector(sources: Sequence[DataSource], out: str | Path, cfg: TrainConfi
     model = train(src, cfg, checkpoint=ckpt, tag=tag,
                   progress=(lambda s, n, loss: progress(s, n)) if progress else None)
     det = trained_detector(model, cfg, src, "real_only", cal, det_name)
-    det.save(out, overwrite=overwrite)
-    ckpt.unlink(missing_ok=True)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one rank writes
+        det.save(out, overwrite=overwrite)
+        ckpt.unlink(missing_ok=True)
     return det
 
 
