@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -65,6 +66,8 @@ def train(
                 task = bar.add_task("", total=cfg.steps)
                 det = fit_detector(sources, out, cfg, n_real=n_real, overwrite=overwrite, log=log,
                                    progress=lambda s, n: bar.update(task, completed=s, total=n))
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 wrote it and says so
+        return
     m = det.meta
     console.print(f"[green]wrote[/green] {out} [dim]({m.scheme}, {m.size} px crops, {m.train_set.n} training faces, "
                   f"strategy {m.strategy}, seed {m.seed})[/dim]")
