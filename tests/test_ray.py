@@ -81,3 +81,13 @@ def test_a_killed_ray_run_resumes_from_its_finished_cells(grid):
     assert f"resuming {out / 'killed'}" in again.stdout.replace("\n", "")
     assert {n: t for n, t in ((p.name, p.stat().st_mtime_ns) for p in cells.glob("*.json")) if n in first} == first
     assert _rows(collect(out / "killed")) == _rows(rows)
+
+
+def test_benchmark_quick_on_ray_matches_the_in_process_quick_run(tmp_path):
+    gapkit = str(Path(sys.executable).parent / "gapkit")
+    for name, extra in (("inproc", []), ("ray", ["--ray", "local"])):
+        r = subprocess.run([gapkit, "benchmark", "--quick", "--threads", "1", "--out", str(tmp_path / name), *extra],
+                           capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, r.stderr[-2000:]
+    a, b = (collect(tmp_path / name / "default-sim-quick") for name in ("inproc", "ray"))
+    assert len(a) >= 10 and _rows(a) == _rows(b)
