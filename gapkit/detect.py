@@ -131,16 +131,24 @@ class DetectedFaces:
     detector: str
 
 
-def detector_boxes(test: Sequence[FaceRecord], train: Sequence[FaceRecord], detector: HaarDetector | None = None,
-                   max_train: int = 400, seed: int = 0) -> DetectedFaces:
-    """Detect ``test`` faces and give each found one its calibrated box; the calibration is
-    fitted on up to ``max_train`` of the ``train`` faces (never on the test faces)."""
+def calibrate(train: Sequence[FaceRecord], detector: HaarDetector | None = None, max_train: int = 400,
+              seed: int = 0) -> BoxCalibration:
+    """The :class:`BoxCalibration` of ``detector`` on up to ``max_train`` of the ``train`` faces
+    (a seeded draw); GapkitError when it finds fewer than 5 of them."""
     detector = detector or HaarDetector()
     pick = np.sort(np.random.default_rng(seed).permutation(len(train))[:max_train])
     sample = [train[i] for i in pick]
     found = [(d, r.landmark_box()) for d, r in zip(detect_records(sample, detector), sample, strict=True)
              if d is not None]
-    cal = BoxCalibration.fit(np.array([d for d, _ in found]), np.array([g for _, g in found]))
+    return BoxCalibration.fit(np.array([d for d, _ in found]), np.array([g for _, g in found]))
+
+
+def detector_boxes(test: Sequence[FaceRecord], train: Sequence[FaceRecord], detector: HaarDetector | None = None,
+                   max_train: int = 400, seed: int = 0) -> DetectedFaces:
+    """Detect ``test`` faces and give each found one its calibrated box; the calibration is
+    fitted on up to ``max_train`` of the ``train`` faces (never on the test faces)."""
+    detector = detector or HaarDetector()
+    cal = calibrate(train, detector, max_train, seed)
     dets = detect_records(test, detector)
     index = np.array([i for i, d in enumerate(dets) if d is not None], int)
     records = [test[i].model_copy(update={"bbox": cal(dets[i])}) for i in index]

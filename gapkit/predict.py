@@ -41,7 +41,6 @@ class PredictReport:
     boxes: str
     faces: int = 0
     images: int = 0
-    labelled: int = 0
     missed: int = 0
     problems: list[Problem] = field(default_factory=list)
     nmes: list[float] = field(default_factory=list)
@@ -120,17 +119,14 @@ def _items(src: DataSource, scheme: str, report: PredictReport) -> tuple[bool, I
         return False, _image_files(src.path)
 
     def records() -> Iterator[FaceRecord]:
-        rep = Report()
+        rep = Report(problems=report.problems)  # the readers' problems land in the run's list
         for rec in stream(src.model_copy(update={"format": fmt}), report=rep):
-            report.problems += rep.problems
-            rep.problems.clear()
             if rec.scheme != scheme:
                 report.problems.append(Problem(rec.image, None, f"record {rec.id!r} is in scheme {rec.scheme}; the "
                                                                 f"model predicts {scheme} (gapkit convert --scheme "
                                                                 f"{scheme} maps it first)"))
                 continue
             yield rec
-        report.problems += rep.problems
 
     return True, records()
 
@@ -231,5 +227,4 @@ def predict_to_manifest(model: Detector | OnnxDetector, src: DataSource, out: st
         if not report.faces:
             raise InputError(f"{src.path}: no face could be predicted ({len(report.problems)} skipped"
                              + (f", first: {report.problems[0]}" if report.problems else "") + ")")
-    report.labelled = len(report.nmes) + report.missed
     return report

@@ -15,7 +15,7 @@ from gapkit.errors import GapkitError
 from gapkit.faceset import load
 from gapkit.sim import SimConfig, generate
 from gapkit.train import FaceCrops, Source, TrainConfig, train
-from gapkit.train.data import Augment, StepBatches
+from gapkit.train.data import Augment, StepBatches, _draws
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +93,7 @@ def test_step_batches_are_a_function_of_the_step_alone(faces):
     x5b, p5b = ds[5]
     assert x5.shape == (8, 3, 32, 32) and np.array_equal(x5.numpy(), x5b.numpy()) and np.array_equal(p5, p5b)
     # without replacement within an epoch: 40 faces, 4 a step, so 10 steps see each face once
-    seen = np.concatenate([__import__("gapkit.train.data", fromlist=["_draws"])._draws(40, 4, s, [3, 0, 1, 0])
-                           for s in range(10)])
+    seen = np.concatenate([_draws(40, 4, s, [3, 0, 1, 0]) for s in range(10)])
     assert sorted(seen.tolist()) == list(range(40))
 
 

@@ -115,6 +115,7 @@ def run_on_ray(cfg: BenchConfig, out: Path, data: Data, address: str = "auto", l
     try:
         gpus = ray.cluster_resources().get("GPU", 0) > 0
         work = ray.remote(_work).options(num_cpus=1, num_gpus=1 if gpus else 0, max_retries=1)
+        merge = ray.remote(_merged).options(num_cpus=0)
         log(f"Ray: {len(tasks)} tasks for {keys} cells on {ray.cluster_resources().get('CPU', 0):g} CPUs"
             + (f", {ray.cluster_resources()['GPU']:g} GPUs" if gpus else ""))
         cfg_json = cfg.model_dump_json()
@@ -124,7 +125,10 @@ def run_on_ray(cfg: BenchConfig, out: Path, data: Data, address: str = "auto", l
         owner: dict = {}
         for t in tasks:  # in plan order, so a task's dependencies are submitted before it
             deps = [refs[d] for d in t["after"] if d in refs]
-            ref = _submit(work, cfg_json, data_ref, t, have, deps)
+            # the models it needs: those on disk (a resumed run) and its dependencies' (Ray
+            # resolves them before the task starts)
+            models = merge.remote(have, *deps) if deps else have
+            ref = work.remote(cfg_json, data_ref, t["keys"], models, t["seed"] if t["synthetic"] else None, 1)
             refs[t["name"]], owner[ref] = ref, t
         pending, finished = list(owner), 0
         while pending:
@@ -134,7 +138,7 @@ def run_on_ray(cfg: BenchConfig, out: Path, data: Data, address: str = "auto", l
                 _write_bytes(out / "models" / name, blob)
             for row in rows:
                 r = CellResult(**row)
-                atomic_write_text(out / "cells" / f"{_key(r)}.json", r.model_dump_json(), overwrite=True)
+                atomic_write_text(out / "cells" / f"{r.key}.json", r.model_dump_json(), overwrite=True)
                 finished += 1
                 log(f"{r.name} n={r.n_real} seed={r.seed}: NME({r.normaliser}) {r.nme_pct:.2f}% ({r.time_s:.0f} s, Ray)")
             if progress:
@@ -151,20 +155,6 @@ def _merged(have: dict, *results) -> dict:
     for _, models in results:
         out.update(models)
     return out
-
-
-def _submit(work, cfg_json: str, data_ref, task: dict, have: dict[str, bytes], deps: list):
-    """Submit one task; the models it needs come from disk (a resumed run) and from its
-    dependencies' results (Ray resolves them before the task starts)."""
-    import ray
-
-    models = ray.remote(_merged).options(num_cpus=0).remote(have, *deps) if deps else have
-    return work.remote(cfg_json, data_ref, task["keys"], models, task["seed"] if task["synthetic"] else None, 1)
-
-
-def _key(r: CellResult) -> str:
-    a = f"_a{r.alpha:g}" if r.alpha is not None else ""
-    return f"{r.strategy}{a}_n{r.n_real}_s{r.seed}"
 
 
 def _write_bytes(path: Path, blob: bytes) -> None:

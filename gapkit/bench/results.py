@@ -75,8 +75,13 @@ class CellResult(BaseModel):
 
     @property
     def key(self) -> str:
-        a = f"_a{self.alpha:g}" if self.alpha is not None else ""
-        return f"{self.strategy}{a}_n{self.n_real}_s{self.seed}"
+        return cell_key(self.strategy, self.n_real, self.seed, self.alpha)
+
+
+def cell_key(strategy: str, n: int, seed: int, alpha: float | None = None) -> str:
+    """The name of a cell (its row's file) and of the model it trains."""
+    a = f"_a{alpha:g}" if alpha is not None else ""
+    return f"{strategy}{a}_n{n}_s{seed}"
 
 
 CSV_COLUMNS = ["strategy", "alpha", "n_real", "seed", "nme_pct", "fr", "auc", "threshold", "normaliser", "time_s"]

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from gapkit.bench.config import BenchConfig
-from gapkit.bench.results import AdapterInfo, CellResult, DetectorScore, TrainPart, collect
+from gapkit.bench.results import AdapterInfo, CellResult, DetectorScore, TrainPart, cell_key, collect
 from gapkit.bench.strategies import NEEDS, STRATEGIES, Outcome, Strategy
 from gapkit.devices import resolve_device
 from gapkit.errors import ConfigError, GapkitError, InputError
@@ -103,8 +103,7 @@ class Cell:
 
     def key(self, strategy: str | None = None) -> str:
         """The name of this cell's model (or of ``strategy``'s model in the same N_real, seed)."""
-        a = f"_a{self.alpha:g}" if self.alpha is not None and strategy is None else ""
-        return f"{strategy or self.strategy.name}{a}_n{self.n}_s{self.seed}"
+        return cell_key(strategy or self.strategy.name, self.n, self.seed, self.alpha if strategy is None else None)
 
     @cached_property  # a subset copies crops: once per cell
     def real(self):

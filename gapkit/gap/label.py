@@ -272,18 +272,18 @@ def label_gap(a: np.ndarray, b: np.ndarray, scheme: LandmarkScheme, pose_a: np.n
         w = (1.0 if base is None else base) / (1.0 + (np.nan_to_num(mag, nan=0.0) / c) ** 2)
     raw = np.nanmean(al_a, 0) - np.nanmean(al_b, 0)
     diffs = _matched_diffs(al_a, al_b, match, pose_a, pose_b)
-    if len(diffs) < 2:
-        offsets = np.full_like(raw, np.nan)
-        est, ci, floor = float("nan"), (float("nan"), float("nan")), float("nan")
-    else:
-        offsets = np.nanmean(diffs, 0)
-        est, ci, floor = _uncertainty(diffs, seed)
-    mag = np.linalg.norm(offsets, axis=1)
     # The other mix: each A face against the mean of its B pose neighbours.
     match_a = pose_matches(pose_b, pose_a)
     diffs_a = -_matched_diffs(al_b, al_a, match_a, pose_b, pose_a)
     by_mix = {"B": _summary(diffs, seed, scheme, len(diffs) / len(b)),
               "A": _summary(diffs_a, seed, scheme, len(diffs_a) / len(a))}
+    if len(diffs) < 2:
+        offsets = np.full_like(raw, np.nan)
+        est, ci, floor = float("nan"), (float("nan"), float("nan")), float("nan")
+    else:  # the headline is B's mix
+        offsets = np.nanmean(diffs, 0)
+        est, ci, floor = by_mix["B"]["estimate_pct"], tuple(by_mix["B"]["ci95_pct"]), by_mix["B"]["noise_floor_pct"]
+    mag = np.linalg.norm(offsets, axis=1)
     bins = _pose_bins(diffs, pose_b[match[0], 0], diffs_a, pose_a[match_a[0], 0], seed, scheme)
 
     flat_a = np.nan_to_num(al_a.reshape(len(a), -1) - ref.reshape(-1) * 100)

@@ -185,6 +185,15 @@ class Source:
     share: float = 1.0
 
 
+def _counts(sources: Sequence[Source], batch_size: int) -> list[int]:
+    """Places per batch of each source: round(share * B), the last taking the rest."""
+    counts = [int(round(s.share * batch_size)) for s in sources]
+    counts[-1] = batch_size - sum(counts[:-1])
+    if min(counts) < 0:
+        raise GapkitError("batch shares must add up to at most 1")
+    return counts
+
+
 def batches(sources: Sequence[Source], batch_size: int, steps: int, aug: Augment, seed: int,
             rank: int = 0, world: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``steps`` augmented batches: (B, S, S, 3) uint8 images and (B, K, 2) points.
@@ -194,10 +203,7 @@ def batches(sources: Sequence[Source], batch_size: int, steps: int, aug: Augment
     stream (seeded by rank).
     """
     rng = np.random.default_rng([seed, rank, world])
-    counts = [int(round(s.share * batch_size)) for s in sources]
-    counts[-1] = batch_size - sum(counts[:-1])
-    if min(counts) < 0:
-        raise GapkitError("batch shares must add up to at most 1")
+    counts = _counts(sources, batch_size)
     flips = [np.array(s.crops.scheme.flip) for s in sources]
     orders: list[list[int]] = [[] for _ in sources]
     size = sources[0].crops.size
@@ -239,10 +245,7 @@ class StepBatches:
                  rank: int = 0, world: int = 1):
         self.sources, self.batch_size, self.steps, self.aug = list(sources), batch_size, steps, aug
         self.key = [seed, rank, world]
-        self.counts = [int(round(s.share * batch_size)) for s in sources]
-        self.counts[-1] = batch_size - sum(self.counts[:-1])
-        if min(self.counts) < 0:
-            raise GapkitError("batch shares must add up to at most 1")
+        self.counts = _counts(sources, batch_size)
 
     def __len__(self) -> int:
         return self.steps

@@ -36,21 +36,16 @@ def detector_config(**changes: object) -> TrainConfig:
 
 def _calibrate(records: Sequence, log: Log):
     """The Haar box calibration on up to 400 of the training faces, or None where too few are found."""
-    import numpy as np
-
-    from gapkit.detect import BoxCalibration, HaarDetector, detect_records
+    from gapkit.detect import HaarDetector, calibrate
     from gapkit.errors import GapkitError
 
     det = HaarDetector()
-    pick = np.sort(np.random.default_rng(0).permutation(len(records))[:400])
-    sample = [records[i] for i in pick]
-    found = [(d, r.landmark_box()) for d, r in zip(detect_records(sample, det), sample, strict=True) if d is not None]
     try:
-        cal = BoxCalibration.fit(np.array([d for d, _ in found]), np.array([g for _, g in found]))
+        cal = calibrate(records, det)
     except GapkitError as exc:
         log(f"no detector-box calibration: {exc}; predict --boxes detect will refuse this model")
         return None, None
-    log(f"detector boxes ({det.name}) calibrated on {cal.n} of {len(sample)} training faces")
+    log(f"detector boxes ({det.name}) calibrated on {cal.n} of {min(len(records), 400)} training faces")
     return cal, det.name
 
 
@@ -123,9 +118,8 @@ def fit_strategy(config: str | Path, strategy: str, out: str | Path, n_real: int
     data = load_data(cfg, log)
     rows = Runner(cfg, work, log, progress).run(data)
     row = rows[0]
-    key = f"{strategy}{f'_a{row.alpha:g}' if row.alpha is not None else ''}_n{row.n_real}_s{row.seed}"
     models = work / "models"
-    path = models / (f"synthetic_mapped_s{seed}.gkm" if strategy == "synthetic_only" else f"{key}.gkm")
+    path = models / (f"synthetic_mapped_s{seed}.gkm" if strategy == "synthetic_only" else f"{row.key}.gkm")
     det = Detector.load(path)
     if det.meta.calibration is None:  # the config scores no detector boxes: calibrate on the cell's real faces
         from gapkit.faceset import load
