@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import time
 from pathlib import Path
 
@@ -34,6 +33,8 @@ from gapkit.faceset import load
 from gapkit.metrics import summary
 from gapkit.schemes import get_scheme
 from gapkit.train import FaceCrops, Source, predict, train
+
+from side_process import run_side
 
 ERT_OPTIONS = {"oversampling_amount": 20, "cascade_depth": 10, "tree_depth": 4, "nu": 0.1,
                "feature_pool_size": 400, "num_test_splits": 20, "be_verbose": False}
@@ -52,11 +53,7 @@ def run_ert(python: str, train_recs, test_recs, threads: int, seed: int) -> dict
     job = {"train": [[r.image, _box(r), r.points.tolist()] for r in train_recs],
            "test": [[r.image, _box(r)] for r in test_recs],
            "options": ERT_OPTIONS | {"num_threads": threads, "random_seed": str(seed)}}
-    out = subprocess.run([python, str(Path(__file__).with_name("ert_dlib.py"))], input=json.dumps(job),
-                         capture_output=True, text=True, check=True)
-    res = json.loads(out.stdout)
-    res["pred"] = np.asarray(res["pred"], float)
-    return res
+    return run_side(python, "ert_dlib.py", job)
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from rich.table import Table
 from gapkit.cli.ui import (
     FromOpt,
     OptionsOpt,
+    ThreadsOpt,
     console,
     err,
     job_errors,
@@ -93,6 +94,15 @@ def fit(
     seed: int = 0,
     split: SplitOpt = None,
     max_pairs: Annotated[int | None, typer.Option(help="fit on a seeded random subset of this many pairs")] = None,
+    images: Annotated[bool, typer.Option(
+        "--images", help="add the image refinement stage, read from the target records' images")] = False,
+    refine_steps: Annotated[int, typer.Option(help="training steps of the image refinement (each fit)")] = 2500,
+    refine: Annotated[list[str] | None, typer.Option(
+        "--refine", help="an image refinement setting KEY=VALUE (repeatable; gapkit.refine.RefineConfig), "
+                         "e.g. size=96")] = None,
+    depth: Annotated[bool, typer.Option(
+        "--depth", help="also use the source's per-point depth (attributes z, e.g. MediaPipe's)")] = False,
+    threads: ThreadsOpt = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing adapter file")] = False,
     source_from: SourceFromOpt = None,
     target_from: TargetFromOpt = None,
@@ -102,28 +112,51 @@ def fit(
 ) -> None:
     """Fit an adapter on faces labelled in both schemes, paired by id."""
     from gapkit.adapt import FitConfig, LabelAdapter
+    from gapkit.devices import set_threads
     from gapkit.files import check_output
+    from gapkit.refine import RefineConfig
 
     with job_errors():
         check_output(out, overwrite)
+        set_threads(threads)
         if not 0 <= val_frac < 0.5:
             raise ConfigError(f"--val-frac must be in [0, 0.5), got {val_frac}")
         sides = _sides(source_from, target_from, opt, source_opt, target_opt)
         pairs = _pairs(source, target, sides, split, max_pairs, seed)
+        if depth and pairs.source_depth is None:
+            raise ConfigError("--depth needs a depth on every source record (attributes z, one number a point)")
+        z = pairs.source_depth if depth else None
         adapter = LabelAdapter(pairs.source_scheme, pairs.target_scheme)
         cfg = FitConfig(head=head, val_frac=val_frac, epochs=epochs, device=device, seed=seed)
         with progress_bar("training") as bar:
             task = bar.add_task("", total=epochs)
-            rep = adapter.fit(pairs.source, pairs.target, cfg, ids=pairs.ids,
+            rep = adapter.fit(pairs.source, pairs.target, cfg, ids=pairs.ids, source_depth=z,
                               progress=lambda e, n: bar.update(task, completed=e))
+        refined = None
+        if images:
+            rcfg = RefineConfig(**{"steps": refine_steps, "device": device, "seed": seed, **parse_opts(refine)})
+            with progress_bar("image refinement") as bar:
+                task = bar.add_task("", total=None)
+                refined = adapter.fit_images(pairs.source, pairs.target, pairs.images, rcfg, ids=pairs.ids,
+                                             progress=lambda i, n: bar.update(task, completed=i, total=n),
+                                             source_depth=z)
+            if refined.problems:
+                err.print(f"[yellow]{len(refined.problems)} pairs without a readable image were left out of the "
+                          "image refinement[/yellow]")
+                show_problems(refined.problems)
         adapter.save(out, overwrite=overwrite)
     val = adapter.meta["val_nme_pct"]
     cv = f"; {rep.cv['folds']}-fold CV NME linear {rep.cv['linear_nme_pct']:.2f}% vs mlp {rep.cv['mlp_nme_pct']:.2f}%" \
         if rep.cv else ""
-    console.print(f"[green]wrote[/green] {out}: head {rep.head}, {rep.n_train} train / {rep.n_val} val pairs, "
+    console.print(f"[green]wrote[/green] {out}: head {rep.head}{' with depth' if depth else ''}, {rep.n_train} train / {rep.n_val} val pairs, "
                   f"device {adapter.meta['fit_device']}"
                   + (f", val NME({adapter.normaliser}) {val:.2f}%" if val is not None else "") + cv,
                   soft_wrap=True, highlight=False)
+    if refined is not None:
+        verdict = "kept" if refined.used else "not kept: it did not help, the adapter stays shape-only"
+        console.print(f"image refinement {verdict} ({refined.how} on {refined.n_pairs} pairs: NME "
+                      f"{refined.shape_nme_pct:.2f}% shape-only vs {refined.refined_nme_pct:.2f}% refined)",
+                      soft_wrap=True, highlight=False)
 
 
 @app.command()
@@ -132,27 +165,54 @@ def apply(
     src: Annotated[Path, typer.Argument(help="source-scheme records (manifest or format folder)")],
     out: Annotated[Path, typer.Argument(help="manifest to write, in the adapter's target scheme")],
     device: DeviceOpt = "cpu",
+    threads: ThreadsOpt = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing output")] = False,
     from_fmt: FromOpt = None,
     opt: OptionsOpt = None,
 ) -> None:
-    """Translate every record of SRC into the adapter's target scheme."""
-    from gapkit.adapt import LabelAdapter, one_scheme
+    """Translate every record of SRC into the adapter's target scheme. An adapter with an image
+    refinement stage reads each record's image; a face whose image cannot be read keeps the
+    shape-only answer (attribute refined = false), is reported, and the command exits 1."""
+    from gapkit.adapt import LabelAdapter, one_scheme, record_depth
+    from gapkit.devices import set_threads
     from gapkit.files import check_output
     from gapkit.formats.manifest import write_manifest
 
     with job_errors():
         check_output(out, overwrite)
+        set_threads(threads)
         recs, rep = _load(src, from_fmt, parse_opts(opt), "input")
         adapter = LabelAdapter.load(adapter_file, source=one_scheme(recs, "input")).to(device)
-        pred = adapter.predict(np.stack([r.points for r in recs]))
+        points = np.stack([r.points for r in recs])
+        z = None
+        if adapter.depth:
+            z = record_depth(recs)
+            if z is None:
+                raise ConfigError(f"{adapter_file.name} was fitted with depth: every input record needs attributes z")
+        problems: list = []
+        if adapter.refiner is None:
+            pred, refined = adapter.predict(points, z), None
+        else:
+            with progress_bar("refining on the images") as bar:
+                task = bar.add_task("", total=len(recs))
+                pred, refined, problems = adapter.predict_images(points, [r.image for r in recs], [r.id for r in recs],
+                                                                 progress=lambda n: bar.advance(task, n),
+                                                                 source_depth=z)
         name = adapter_file.name
-        out_recs = [r.model_copy(update={"scheme": adapter.target.name, "points": p, "visible": None,
-                                         "attributes": dict(r.attributes, adapted_from=r.scheme, adapter=name)})
-                    for r, p in zip(recs, pred, strict=True)]
+        out_recs = []
+        for i, (r, p) in enumerate(zip(recs, pred, strict=True)):
+            attrs = dict(r.attributes, adapted_from=r.scheme, adapter=name)
+            if refined is not None:
+                attrs["refined"] = bool(refined[i])
+            out_recs.append(r.model_copy(update={"scheme": adapter.target.name, "points": p, "visible": None,
+                                                 "attributes": attrs}))
         n = write_manifest(out_recs, out, overwrite=overwrite)
-    console.print(f"[green]wrote[/green] {n} records to {out} ({adapter.source.name} -> {adapter.target.name})")
-    if rep.problems:
+    console.print(f"[green]wrote[/green] {n} records to {out} ({adapter.source.name} -> {adapter.target.name}"
+                  + (f", {int(refined.sum())} refined on their images" if refined is not None else "") + ")")
+    if problems:
+        err.print(f"[yellow]{len(problems)} faces kept the shape-only answer: no readable image[/yellow]")
+        show_problems(problems)
+    if rep.problems or problems:
         raise typer.Exit(1)
 
 
@@ -170,7 +230,8 @@ def evaluate(
     source_opt: SourceOptOpt = None,
     target_opt: TargetOptOpt = None,
 ) -> None:
-    """Score the deterministic mapping, the mean-shape Procrustes baseline and the adapter."""
+    """Score the deterministic mapping, the mean-shape Procrustes baseline and the adapter; with an
+    image refinement stage, the shape-only and the refined adapter side by side."""
     from gapkit.adapt import LabelAdapter
     from gapkit.adapt import evaluate as run
 
@@ -178,6 +239,10 @@ def evaluate(
         pairs = _pairs(source, target, _sides(source_from, target_from, opt, source_opt, target_opt), split)
         adapter = LabelAdapter.load(adapter_file, source=pairs.source_scheme, target=pairs.target_scheme).to(device)
         rows = run(adapter, pairs)
+    problems = [p for r in rows for p in r.get("problems", [])]
+    if problems:
+        err.print(f"[yellow]{len(problems)} faces scored with their shape-only answer: no readable image[/yellow]")
+        show_problems(problems)
     if json_out:
         print(json.dumps({"adapter": str(adapter_file), "pairs": len(pairs.ids), "rows": rows}, indent=1))
         return

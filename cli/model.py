@@ -9,11 +9,10 @@ from typing import Annotated
 
 import typer
 
-from gapkit.cli.ui import FromOpt, console, err, job_errors, progress_bar, show_problems
+from gapkit.cli.ui import FromOpt, ThreadsOpt, console, err, job_errors, progress_bar, show_problems
 from gapkit.errors import ConfigError
 
 DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda")]
-ThreadsOpt = Annotated[int | None, typer.Option(help="torch CPU threads [default: the cores this process may use]")]
 
 
 def train(

@@ -66,3 +66,6 @@ def show_problems(problems: list, limit: int = 20) -> None:
         err.print(f"  [yellow]skipped[/yellow] {p}", soft_wrap=True, highlight=False)
     if len(problems) > limit:
         err.print(f"  ... and {len(problems) - limit} more (see the report)")
+
+
+ThreadsOpt = Annotated[int | None, typer.Option(help="torch CPU threads [default: the cores this process may use]")]

@@ -5,11 +5,13 @@ MediaPipe is not a gapkit dependency; install it beside gapkit (it runs offline)
     pip install --no-deps mediapipe==0.10.21 "protobuf>=4.25.3,<5" absl-py flatbuffers sounddevice attrs
 
 Usage:
-    python examples/real_pairs_mediapipe.py ../shared/data/300w runs/pairs/mediapipe468.jsonl
+    python examples/real_pairs_mediapipe.py ../shared/data/300w ../shared/data/300w_extra \
+        runs/pairs/mediapipe468.jsonl [--overwrite]
 
 Each face is cropped around its labelled landmark box (enlarged 1.8x, as a face detector
 box would be) so that FaceMesh sees the intended face; its 468 points are mapped back to
-0-based image pixels. Faces FaceMesh misses are reported, not dropped silently. The
+0-based image pixels; MediaPipe's relative depth goes to ``attributes["z"]`` in the same
+pixel scale (smaller is nearer the camera). Faces FaceMesh misses are reported, not dropped silently. The
 output keeps the 300-W ids, so `gapkit adapt fit --source OUT --target <300-W folder>`
 pairs them.
 """
@@ -28,10 +30,10 @@ from gapkit.formats.manifest import write_manifest
 from gapkit.records import FaceRecord
 
 
-def main(src: str, out: str) -> None:
+def main(sources: list[str], out: str, overwrite: bool = False) -> None:
     import mediapipe as mp
 
-    faces, rep = load(src)
+    faces, rep = load(sources)
     recs = faces.records
     mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=False)
     done, missed = [], []
@@ -51,15 +53,19 @@ def main(src: str, out: str) -> None:
         lm = res.multi_face_landmarks[0].landmark
         # MediaPipe gives x, y normalised to the crop; pixel centres at (i + 0.5) / size.
         pts = np.array([[p.x * crop.shape[1] - 0.5 + x0, p.y * crop.shape[0] - 0.5 + y0] for p in lm[:468]])
+        z = [round(p.z * crop.shape[1], 3) for p in lm[:468]]
         done.append(FaceRecord(id=r.id, image=r.image, width=r.width, height=r.height, scheme="mediapipe468",
                                points=pts, source="mediapipe-0.10.21", split=r.split,
-                               attributes={"detector": "mediapipe.face_mesh"}))
-    n = write_manifest(done, out, overwrite="--overwrite" in sys.argv)
+                               attributes={"detector": "mediapipe.face_mesh", "z": z}))
+    n = write_manifest(done, out, overwrite=overwrite)
     print(f"wrote {n} faces to {out}; FaceMesh found no face in {len(missed)}: {', '.join(missed[:10])}")
     if rep.problems:
         print(f"{rep.skipped} unreadable 300-W records were skipped")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
-    Path(sys.argv[2]).exists() or sys.exit(1)
+    args = [a for a in sys.argv[1:] if a != "--overwrite"]
+    if len(args) < 2:
+        sys.exit("usage: real_pairs_mediapipe.py SOURCE [SOURCE ...] OUT.jsonl [--overwrite]")
+    main(args[:-1], args[-1], overwrite="--overwrite" in sys.argv)
+    Path(args[-1]).exists() or sys.exit(1)

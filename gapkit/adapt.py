@@ -9,6 +9,13 @@ With few pairs the MLP overfits, so ``head="auto"`` picks between the linear hea
 MLP by validation error (k-fold cross-validation when the training set is small). Training
 is seeded and deterministic on CPU. An adapter saves to one zip file (``.gka``) holding
 ``meta.json`` and ``weights.npz``.
+
+A source with per-point depth (MediaPipe's z, ``attributes["z"]``) can feed it to the adapter
+(``source_depth``, (N, K_s) in the source's pixel scale): centred per face and scaled with
+the similarity, it joins the aligned (x, y) as a third coordinate.
+
+``fit_images`` adds a second stage that reads the image around each adapted point
+(:mod:`gapkit.refine`); ``predict_images`` runs both stages.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from gapkit.align import generalised_procrustes, procrustes
 from gapkit.devices import resolve_device
 from gapkit.errors import AdapterError, InputError
 from gapkit.files import atomic_open
+from gapkit.refine import RefineConfig, Refiner, RefineReport
 from gapkit.schemes import get_scheme
 from gapkit.settings import Settings
 
@@ -157,34 +165,59 @@ class LabelAdapter:
         self.hidden: tuple[int, ...] = ()
         self.mlp_inputs = 0
         self.head = "linear"
+        self.depth = False  # whether the features include the source's per-point depth
         self.meta: dict = {}
+        self.refiner: Refiner | None = None
+        self._fit_config: FitConfig | None = None
         self._net = None
         self._device = "cpu"
 
     # ---- frames -------------------------------------------------------------------
-    def _aligned(self, src: np.ndarray):
+    def _aligned(self, src: np.ndarray, depth: np.ndarray | None = None):
         """Source shapes moved onto the source mean shape, missing points filled from it
-        (N, 2K_s), and the similarity used."""
+        (N, 2K_s), then with ``self.depth`` the depth (N, K_s) centred per face and scaled by
+        the same similarity (N, 3K_s); and the similarity used."""
         tf = procrustes(src, self.mean_source)
         aligned = tf.apply(src)
         if np.isnan(aligned).any():
             aligned = np.where(np.isnan(aligned), self.mean_source[None], aligned)
-        return aligned.reshape(len(src), -1), tf
+        x = aligned.reshape(len(src), -1)
+        if self.depth:
+            z = depth - np.nanmean(depth, axis=1, keepdims=True)
+            x = np.concatenate([x, np.nan_to_num(z * tf.scale[:, None])], axis=1)
+        return x, tf
 
-    def _features(self, src: np.ndarray):
-        """Centred aligned source features (N, 2K_s) and the similarity used."""
-        x, tf = self._aligned(src)
+    def _features(self, src: np.ndarray, depth: np.ndarray | None = None):
+        """Centred aligned source features (N, 2K_s or 3K_s) and the similarity used."""
+        x, tf = self._aligned(src, depth)
         return x - self.x_mean, tf
+
+    def _check_depth(self, depth: np.ndarray | None, n: int) -> np.ndarray | None:
+        if not self.depth:
+            return None
+        if depth is None:
+            raise AdapterError("this adapter was fitted with the source's per-point depth "
+                               "(attributes z); give it the depth too")
+        depth = np.asarray(depth, float)
+        if depth.shape != (n, self.source.num_points):
+            raise AdapterError(f"source depth has shape {depth.shape}, expected ({n}, {self.source.num_points})")
+        return depth
 
     def _linear(self, x: np.ndarray) -> np.ndarray:
         return x @ self.lin_w + self.lin_b
 
     # ---- fitting -----------------------------------------------------------------
     def fit(self, source_points: np.ndarray, target_points: np.ndarray, config: FitConfig | None = None,
-            progress: Callable[[int, int], None] | None = None, ids: list[str] | None = None) -> FitReport:
+            progress: Callable[[int, int], None] | None = None, ids: list[str] | None = None,
+            source_depth: np.ndarray | None = None) -> FitReport:
         """Fit on paired shapes: ``source_points`` (N, K_s, 2) and ``target_points`` (N, K_t, 2)
-        of the same faces, in pixels. NaN target points are left out of the loss."""
+        of the same faces, in pixels, and optionally the source's depth (N, K_s). NaN target
+        points are left out of the loss."""
         cfg = config or FitConfig()
+        self._fit_config = cfg
+        self.refiner = None
+        self.depth = source_depth is not None
+        depth = self._check_depth(source_depth, len(source_points))
         src = check_shapes(source_points, self.source.num_points, f"source ({self.source.name})", ids)
         tgt = check_shapes(target_points, self.target.num_points, f"target ({self.target.name})", ids)
         if len(src) != len(tgt):
@@ -195,7 +228,7 @@ class LabelAdapter:
         self._device = resolve_device(cfg.device)
 
         self.mean_source, _ = generalised_procrustes(src)
-        x_all, tf = self._aligned(src)
+        x_all, tf = self._aligned(src, depth)
         a_tgt = tf.apply(tgt)
         self.mean_target = np.nanmean(a_tgt, axis=0)
         y_all = a_tgt.reshape(n, -1)
@@ -240,7 +273,7 @@ class LabelAdapter:
             "normaliser": self.normaliser, "head": head, "hidden": list(self.hidden), "mlp_inputs": self.mlp_inputs,
             "training_pairs": n, "train": rep.n_train, "val": rep.n_val,
             "val_nme_pct": val, "ridge_alpha": rep.ridge_alpha, "seed": cfg.seed,
-            "cv": rep.cv, "fit_device": self._device,
+            "cv": rep.cv, "fit_device": self._device, "source_depth": self.depth,
         }
         return rep
 
@@ -282,23 +315,81 @@ class LabelAdapter:
                 "mlp_nme_pct": float(np.mean(errs["mlp"]))}
 
     # ---- use ---------------------------------------------------------------------
-    def predict(self, source_points: np.ndarray) -> np.ndarray:
-        """(N, K_s, 2) or (K_s, 2) source-scheme points -> (N, K_t, 2) target-scheme points."""
+    def predict(self, source_points: np.ndarray, source_depth: np.ndarray | None = None) -> np.ndarray:
+        """(N, K_s, 2) or (K_s, 2) source-scheme points -> (N, K_t, 2) target-scheme points. An
+        adapter fitted with depth needs ``source_depth`` (N, K_s) or (K_s,); others ignore it."""
         if self.lin_w is None:
             raise AdapterError("this adapter is not fitted")
         src = np.asarray(source_points, float)
         single = src.ndim == 2
         src = check_shapes(src[None] if single else src, self.source.num_points, f"source ({self.source.name})",
                            deep=False)
+        if source_depth is not None and single:
+            source_depth = np.asarray(source_depth, float)[None]
+        depth = self._check_depth(source_depth, len(src))
         out = np.empty((len(src), self.target.num_points, 2))
         # Chunks that stay in cache are several times faster than one pass over millions.
         for i in range(0, len(src), PREDICT_CHUNK):
-            x, tf = self._features(src[i:i + PREDICT_CHUNK])
+            x, tf = self._features(src[i:i + PREDICT_CHUNK], None if depth is None else depth[i:i + PREDICT_CHUNK])
             y = self._linear(x)
             if self.mlp_state is not None:
                 y = y + _run_net(self.net, x, self._device)
             out[i:i + PREDICT_CHUNK] = tf.inverse().apply((y + self.y_mean).reshape(len(x), -1, 2))
         return out[0] if single else out
+
+    def fit_images(self, source_points: np.ndarray, target_points: np.ndarray, images: list[str],
+                   config: RefineConfig | None = None, ids: list[str] | None = None,
+                   progress: Callable[[int, int], None] | None = None,
+                   source_depth: np.ndarray | None = None) -> RefineReport:
+        """Fit the image refinement stage on the pairs this adapter was fitted on (or others), with
+        ``images[i]`` the image of face i. Its initial points are out-of-fold shape-adapter
+        predictions (5 folds, the shape fit's settings), so it learns the errors the shape
+        adapter makes on unseen faces. Kept only where validation says it helps (see
+        :func:`gapkit.refine.fit`); faces whose image cannot be read are left out and reported."""
+        from gapkit import refine
+
+        if self.lin_w is None:
+            raise AdapterError("fit the shape adapter before its image refinement")
+        cfg = config or RefineConfig()
+        device = resolve_device(cfg.device)
+        src = check_shapes(source_points, self.source.num_points, f"source ({self.source.name})", ids)
+        tgt = check_shapes(target_points, self.target.num_points, f"target ({self.target.name})", ids)
+        n = len(src)
+        if len(tgt) != n or len(images) != n:
+            raise AdapterError(f"{n} source shapes, {len(tgt)} target shapes and {len(images)} images")
+        if n < 10:
+            raise AdapterError(f"need at least 10 pairs to fit an image refinement, got {n}")
+        depth = self._check_depth(source_depth, n)
+        shape_cfg = (self._fit_config or FitConfig()).model_copy(update={"device": device})
+        oof = np.empty(tgt.shape)
+        for val in np.array_split(np.random.default_rng(cfg.seed + 3).permutation(n), 5):
+            rest = np.setdiff1d(np.arange(n), val)
+            fold = LabelAdapter(self.source.name, self.target.name, self.normaliser)
+            fold.fit(src[rest], tgt[rest], shape_cfg, source_depth=None if depth is None else depth[rest])
+            oof[val] = fold.predict(src[val], None if depth is None else depth[val])
+        ref = refine.reference_frame(self.mean_target, cfg.size)
+        m = refine.frame_matrices(oof, ref)
+        crops, bad = refine.read_crops(images, m, cfg.size, ids)
+        ok = np.setdiff1d(np.arange(n), list(bad))
+        if len(ok) < 10:
+            raise AdapterError(f"only {len(ok)} of {n} pairs have a readable image; an image refinement needs 10")
+        self.refiner, rep = refine.fit(crops[ok], refine.to_frame(m[ok], oof[ok]), refine.to_frame(m[ok], tgt[ok]),
+                                       self.target, self.normaliser, ref, cfg, device, progress)
+        rep.problems = list(bad.values())
+        self.meta["refine"] = dict({k: v for k, v in rep.__dict__.items() if k != "problems"},
+                                   config=cfg.model_dump(mode="json"), fit_device=device, unreadable=len(bad))
+        return rep
+
+    def predict_images(self, source_points: np.ndarray, images: list[str], ids: list[str] | None = None,
+                       progress: Callable[[int], None] | None = None,
+                       source_depth: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list]:
+        """Both stages: (N, K_t, 2) points, which faces were refined (N,) bool, and the problems
+        (a face whose image cannot be read keeps its shape-only answer). Without a refinement
+        stage this is :meth:`predict`, with no face refined."""
+        pred = self.predict(source_points, source_depth)
+        if self.refiner is None:
+            return pred, np.zeros(len(pred), bool), []
+        return self.refiner(list(images), pred, ids, progress=progress)
 
     def mean_shape_baseline(self, source_points: np.ndarray) -> np.ndarray:
         """The target mean shape placed by each face's source similarity: the Procrustes baseline."""
@@ -307,11 +398,15 @@ class LabelAdapter:
         return tf.inverse().apply(np.broadcast_to(self.mean_target, (len(src),) + self.mean_target.shape))
 
     @property
+    def _n_features(self) -> int:
+        return (3 if self.depth else 2) * self.source.num_points
+
+    @property
     def net(self):
         if self._net is None and self.mlp_state is not None:
             import torch
 
-            net = _mlp(2 * self.source.num_points, 2 * self.target.num_points, self.hidden, self.mlp_inputs)
+            net = _mlp(self._n_features, 2 * self.target.num_points, self.hidden, self.mlp_inputs)
             net.load_state_dict({k: torch.from_numpy(v) for k, v in self.mlp_state.items()})
             self._net = net.eval()
             self._device = "cpu"
@@ -321,6 +416,8 @@ class LabelAdapter:
         self._device = resolve_device(device)
         if self.net is not None:
             self._net = self._net.to(self._device)
+        if self.refiner is not None:
+            self.refiner.to(self._device)
         return self
 
     # ---- files ---------------------------------------------------------------------
@@ -332,6 +429,10 @@ class LabelAdapter:
                   "y_mean": self.y_mean, "lin_w": self.lin_w, "lin_b": self.lin_b}
         for k, v in (self.mlp_state or {}).items():
             arrays[f"mlp.{k}"] = v
+        if self.refiner is not None:
+            arrays["refine_ref"] = self.refiner.ref
+            for k, v in self.refiner.state.items():
+                arrays[f"refine.{k}"] = v
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         meta = dict(self.meta, hidden=list(self.hidden), mlp_inputs=self.mlp_inputs, head=self.head,
@@ -366,9 +467,21 @@ class LabelAdapter:
         self.hidden = tuple(meta.get("hidden", ()))
         self.mlp_inputs = int(meta.get("mlp_inputs", 0))
         self.head = meta["head"]
+        self.depth = bool(meta.get("source_depth", False))
         self.meta = {k: v for k, v in meta.items() if k not in ("mean_source", "mean_target")}
-        if self.lin_w.shape != (2 * self.source.num_points, 2 * self.target.num_points):
+        if self.lin_w.shape != (self._n_features, 2 * self.target.num_points):
             raise AdapterError(f"{p}: weights do not fit schemes {self.source.name} -> {self.target.name}")
+        info = meta.get("refine")
+        if info and info.get("used"):
+            state = {k[7:]: v for k, v in arrays.items() if k.startswith("refine.")}
+            ref = arrays.get("refine_ref")
+            if not state or ref is None or ref.shape != (self.target.num_points, 2):
+                raise AdapterError(f"{p}: its image refinement stage is missing or incomplete")
+            try:
+                self.refiner = Refiner(RefineConfig(**info["config"]), ref, self.target, state, info)
+                self.refiner.net  # noqa: B018 - builds the network now, so a bad file fails at load
+            except (ValueError, TypeError, KeyError) as exc:
+                raise AdapterError(f"{p}: its image refinement stage cannot be read ({exc})") from None
         return self
 
 
@@ -468,6 +581,8 @@ class Pairs:
     target_scheme: str
     only_source: list[str]
     only_target: list[str]
+    images: list[str] = field(default_factory=list)  # the target record's image of each pair
+    source_depth: np.ndarray | None = None  # (N, K_s) when every source record has attributes z
 
     def subset(self, n: int, seed: int = 0) -> Pairs:
         """A seeded random ``n`` of the pairs (all of them when there are fewer)."""
@@ -475,7 +590,9 @@ class Pairs:
             raise AdapterError(f"--max-pairs must be at least 1, got {n}")
         keep = np.sort(np.random.default_rng(seed).permutation(len(self.ids))[:n])
         return Pairs([self.ids[i] for i in keep], self.source[keep], self.target[keep], self.source_scheme,
-                     self.target_scheme, self.only_source, self.only_target)
+                     self.target_scheme, self.only_source, self.only_target,
+                     [self.images[i] for i in keep] if self.images else [],
+                     None if self.source_depth is None else self.source_depth[keep])
 
 
 def one_scheme(records: list, side: str) -> str:
@@ -484,6 +601,20 @@ def one_scheme(records: list, side: str) -> str:
         raise AdapterError(f"{side} records mix schemes ({', '.join(schemes) or 'none'}); "
                            "convert them to one scheme first")
     return schemes[0]
+
+
+def record_depth(records: list) -> np.ndarray | None:
+    """(N, K) per-point depth from each record's ``attributes["z"]``, or None when some record has
+    none; a depth of the wrong length or with NaN is an error naming the record."""
+    if not records or any("z" not in r.attributes for r in records):
+        return None
+    out = np.empty((len(records), len(records[0].points)))
+    for i, r in enumerate(records):
+        z = np.asarray(r.attributes["z"], float) if isinstance(r.attributes["z"], list) else np.array([])
+        if z.shape != (len(r.points),) or not np.isfinite(z).all():
+            raise AdapterError(f"record {r.id}: attributes z must be {len(r.points)} finite numbers, one a point")
+        out[i] = z
+    return out
 
 
 def pair_records(source: list, target: list) -> Pairs:
@@ -498,7 +629,8 @@ def pair_records(source: list, target: list) -> Pairs:
     return Pairs(ids=[r.id for r in common], source=np.stack([r.points for r in common]),
                  target=np.stack([by_id[r.id].points for r in common]), source_scheme=s_scheme,
                  target_scheme=t_scheme, only_source=sorted(src_ids - by_id.keys()),
-                 only_target=sorted(by_id.keys() - src_ids))
+                 only_target=sorted(by_id.keys() - src_ids), images=[by_id[r.id].image for r in common],
+                 source_depth=record_depth(common))
 
 
 def evaluate(adapter: LabelAdapter, pairs: Pairs, threshold: float = 0.08) -> list[dict]:
@@ -518,7 +650,13 @@ def evaluate(adapter: LabelAdapter, pairs: Pairs, threshold: float = 0.08) -> li
         pass
     rows.append(dict(method="mean-shape Procrustes", **summary(adapter.mean_shape_baseline(pairs.source), pairs.target,
                                                                tgt, adapter.normaliser, threshold=threshold)))
+    depth = pairs.source_depth if adapter.depth else None
     rows.append(dict(method=f"adapter ({adapter.head})",
-                     **summary(adapter.predict(pairs.source), pairs.target, tgt, adapter.normaliser,
+                     **summary(adapter.predict(pairs.source, depth), pairs.target, tgt, adapter.normaliser,
                                threshold=threshold)))
+    if adapter.refiner is not None:
+        pred, refined, problems = adapter.predict_images(pairs.source, pairs.images, pairs.ids, source_depth=depth)
+        rows.append(dict(method=f"adapter ({adapter.head}) + image refinement", refined=int(refined.sum()),
+                         problems=[str(p) for p in problems],
+                         **summary(pred, pairs.target, tgt, adapter.normaliser, threshold=threshold)))
     return rows

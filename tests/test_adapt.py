@@ -213,3 +213,63 @@ def test_cli_eval_refuses_mismatched_schemes(tmp_path):
     r = CliRunner().invoke(app, ["adapt", "eval", str(tmp_path / "w.gka"), "--source", str(tmp_path / "src.jsonl"),
                                  "--target", str(tmp_path / "tgt.jsonl")])
     assert r.exit_code == 2 and "expects source scheme 'wflw98'" in r.output
+
+
+def depth_problem(n: int, seed: int):
+    """The jaw's label moves with a per-face depth signal the 2-D shape does not carry."""
+    src, tgt = gap_problem(n, seed, noise=0.1)
+    rng = np.random.default_rng(seed + 1)
+    d = rng.uniform(-1, 1, n)
+    z = d[:, None] * np.linspace(-30, 30, 68)[None] + rng.normal(0, 0.5, (n, 68))
+    eye = np.linalg.norm(tgt[:, 36] - tgt[:, 45], axis=1)
+    tgt = tgt.copy()
+    tgt[:, :17, 0] += 0.25 * eye[:, None] * d[:, None]
+    return src, tgt, z
+
+
+def test_source_depth_reaches_what_the_2d_shape_cannot(tmp_path):
+    src, tgt, z = depth_problem(400, seed=21)
+    t_src, t_tgt, t_z = depth_problem(200, seed=22)
+    flat = LabelAdapter("ibug68", "ibug68")
+    flat.fit(src, tgt, FitConfig(head="linear"))
+    deep = LabelAdapter("ibug68", "ibug68")
+    deep.fit(src, tgt, FitConfig(head="linear"), source_depth=z)
+    e_flat = float(100 * nme(flat.predict(t_src), t_tgt, IBUG).mean())
+    e_deep = float(100 * nme(deep.predict(t_src, t_z), t_tgt, IBUG).mean())
+    assert e_deep < 0.6 * e_flat
+    with pytest.raises(AdapterError, match="depth"):
+        deep.predict(t_src)
+    with pytest.raises(AdapterError, match="depth has shape"):
+        deep.predict(t_src, t_z[:, :10])
+    deep.save(tmp_path / "z.gka")
+    back = LabelAdapter.load(tmp_path / "z.gka")
+    assert back.depth and back.meta["source_depth"] is True
+    np.testing.assert_array_equal(back.predict(t_src, t_z), deep.predict(t_src, t_z))
+
+
+def test_cli_depth_from_record_attributes(tmp_path):
+    src, tgt, z = depth_problem(120, seed=23)
+    ids = [f"f{i}" for i in range(120)]
+    recs = _records(src, "ibug68", ids)
+    with_z = [r.model_copy(update={"attributes": {"z": list(map(float, zz))}}) for r, zz in zip(recs, z, strict=True)]
+    write_manifest(with_z, tmp_path / "src.jsonl")
+    write_manifest(recs, tmp_path / "flat.jsonl")
+    write_manifest(_records(tgt, "ibug68", ids), tmp_path / "tgt.jsonl")
+    run = CliRunner().invoke
+    r = run(app, ["adapt", "fit", "--source", str(tmp_path / "flat.jsonl"), "--target", str(tmp_path / "tgt.jsonl"),
+                  "-o", str(tmp_path / "a.gka"), "--depth"])
+    assert r.exit_code == 2 and "--depth needs a depth" in r.output
+    r = run(app, ["adapt", "fit", "--source", str(tmp_path / "src.jsonl"), "--target", str(tmp_path / "tgt.jsonl"),
+                  "-o", str(tmp_path / "a.gka"), "--depth", "--head", "linear"])
+    assert r.exit_code == 0 and "with depth" in r.output, r.output
+    r = run(app, ["adapt", "apply", str(tmp_path / "a.gka"), str(tmp_path / "flat.jsonl"), str(tmp_path / "o.jsonl")])
+    assert r.exit_code == 2 and "attributes z" in r.output
+    r = run(app, ["adapt", "apply", str(tmp_path / "a.gka"), str(tmp_path / "src.jsonl"), str(tmp_path / "o.jsonl")])
+    assert r.exit_code == 0, r.output
+    # A depth of the wrong length is named with its record.
+    bad = list(with_z)
+    bad[3] = bad[3].model_copy(update={"attributes": {"z": [0.0] * 5}})
+    write_manifest(bad, tmp_path / "bad.jsonl")
+    r = run(app, ["adapt", "eval", str(tmp_path / "a.gka"), "--source", str(tmp_path / "bad.jsonl"),
+                  "--target", str(tmp_path / "tgt.jsonl")])
+    assert r.exit_code == 2 and "record f3: attributes z must be 68" in r.output

@@ -1,0 +1,178 @@
+"""Shape-only against image-refined label adapters, and dlib's 68-point model, on LFPW test.
+
+Pairs: MediaPipe FaceMesh on the whole 300-W real pool (``examples/real_pairs_mediapipe.py``)
+against the 300-W labels. For each training size (nested seeded subsets of the training faces;
+LFPW test is never fitted on, selected on or stopped on) the script fits the shape adapter and
+then its image refinement (``LabelAdapter.fit_images``), timing each, and scores both on the
+LFPW test faces. The anchor, dlib's pretrained 68-point model (trained on the 300-W training
+sets), runs in a side environment (``--dlib-python``; ``pip install dlib-bin numpy
+face-recognition-models``) on dlib's own face detections. Prints NME(inter_ocular) with
+95% face-bootstrap intervals, the paired differences, fit seconds and apply faces/s, and
+writes ``results.json``, ``ced.png`` and ``overlays.png`` under ``--out``.
+
+    python examples/real_pairs_mediapipe.py ../shared/data/300w ../shared/data/300w_extra runs/pairs/mp468.jsonl
+    python benchmarks/refine_bench.py --pairs runs/pairs/mp468.jsonl --dlib-python /path/to/dlibenv/bin/python
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from gapkit.adapt import FitConfig, LabelAdapter, pair_records
+from gapkit.bench.stats import cell_interval, difference
+from gapkit.devices import set_threads
+from gapkit.faceset import load
+from gapkit.metrics import summary
+from gapkit.refine import RefineConfig
+
+from side_process import run_side
+
+
+def _verdict(d, a: str, b: str) -> str:
+    return f"{b} better" if d.lo > 0 else f"{a} better" if d.hi < 0 else "tie"
+
+
+def run_dlib(python: str, calibrate, test) -> dict:
+    job = {"calibrate": [[r.image, list(r.landmark_box())] for r in calibrate],
+           "test": [[r.image, list(r.landmark_box())] for r in test]}
+    return run_side(python, "dlib68_side.py", job)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pairs", default="runs/pairs/mp468.jsonl")
+    ap.add_argument("--real", nargs="+", default=["../shared/data/300w", "../shared/data/300w_extra"])
+    ap.add_argument("--sizes", default="50,226,1675", help="training pairs per fit (nested subsets)")
+    ap.add_argument("--steps", type=int, default=RefineConfig().steps)
+    ap.add_argument("--depth", action="store_true", help="the refined adapter also reads MediaPipe's z")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dlib-python", default=None)
+    ap.add_argument("--shape-only", action="store_true", help="skip the image refinement (seconds, not minutes)")
+    ap.add_argument("--out", default="runs/refine-bench")
+    args = ap.parse_args()
+    set_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    src, _ = load(args.pairs)
+    real, _ = load(args.real)
+    by_id = {r.id: r for r in real.records}
+    pairs = pair_records(src.records, real.records)
+    split = np.array([by_id[i].split for i in pairs.ids])
+    train_idx, test_idx = np.flatnonzero(split == "train"), np.flatnonzero(split != "train")
+    # Nested subsets: 226 = the 300-W folder's full-size training images, when that size is asked.
+    order = np.random.default_rng(0).permutation(train_idx)
+    full_size = [i for i in order if "300w_extra" not in pairs.images[i]]
+    order = np.array(full_size + [i for i in order if "300w_extra" in pairs.images[i]])
+    test_recs = [by_id[pairs.ids[i]] for i in test_idx]
+    tgt_test = pairs.target[test_idx]
+    scheme = LabelAdapter("mediapipe468", "ibug68").target
+    print(f"{len(pairs.ids)} pairs: {len(train_idx)} training faces, {len(test_idx)} LFPW test faces")
+
+    rows, per_face = [], {}
+
+    def score(name: str, pred: np.ndarray, **extra) -> None:
+        s = summary(pred, tgt_test, scheme, per_face=True)
+        per_face[name] = s.pop("per_face_nme")
+        ci = cell_interval(per_face[name][None])
+        rows.append(dict(method=name, nme_pct=s["nme_pct"], ci=[ci.lo, ci.hi], fr=s["fr@0.08"], auc=s["auc@0.08"],
+                         **extra))
+        print(f"{name:34s} NME {ci}  FR {100 * s['fr@0.08']:.1f}%  AUC {s['auc@0.08']:.3f}  {extra}", flush=True)
+
+    if args.dlib_python:
+        res = run_dlib(args.dlib_python, [by_id[pairs.ids[i]] for i in full_size], test_recs)
+        score("dlib 68-point model", res["pred"], faces_per_s=len(test_idx) / res["predict_s"],
+              dlib_detections=int(sum(res["found"])))
+    preds = {}
+    for n in (int(v) for v in args.sizes.split(",")):
+        idx = np.sort(order[:n])
+        z = pairs.source_depth
+        if z is not None:  # the shape adapter with depth, beside the one without
+            a = LabelAdapter("mediapipe468", "ibug68")
+            t = time.perf_counter()
+            a.fit(pairs.source[idx], pairs.target[idx], FitConfig(), source_depth=z[idx])
+            score(f"shape-only + z ({a.head}), {n} pairs", a.predict(pairs.source[test_idx], z[test_idx]),
+                  fit_s=round(time.perf_counter() - t, 1))
+        z = z if args.depth else None
+        a = LabelAdapter("mediapipe468", "ibug68")
+        t = time.perf_counter()
+        a.fit(pairs.source[idx], pairs.target[idx], FitConfig(), source_depth=None if z is None else z[idx])
+        shape_s = time.perf_counter() - t
+        zt = None if z is None else z[test_idx]
+        shape = a.predict(pairs.source[test_idx], zt)
+        score(f"shape-only ({a.head}), {n} pairs", shape, fit_s=round(shape_s, 1))
+        if args.shape_only:
+            continue
+        t = time.perf_counter()
+        rep = a.fit_images(pairs.source[idx], pairs.target[idx], [pairs.images[i] for i in idx],
+                           RefineConfig(steps=args.steps), ids=[pairs.ids[i] for i in idx],
+                           source_depth=None if z is None else z[idx])
+        refine_s = time.perf_counter() - t
+        a.save(out / f"mp_{n}.gka", overwrite=True)
+        t = time.perf_counter()
+        pred, refined, problems = a.predict_images(pairs.source[test_idx], [pairs.images[i] for i in test_idx],
+                                                   source_depth=zt)
+        apply_s = time.perf_counter() - t
+        preds[n] = (shape, pred)
+        score(f"refined, {n} pairs", pred, fit_s=round(shape_s + refine_s, 1), kept=rep.used, how=rep.how,
+              val_shape=round(rep.shape_nme_pct, 3), val_refined=round(rep.refined_nme_pct, 3),
+              faces_per_s=round(len(test_idx) / apply_s, 1), unreadable=len(problems))
+    names = list(per_face)
+    print("\npaired differences (row minus column, percentage points; 95% face bootstrap):")
+    diffs = []
+    for i, a_name in enumerate(names):
+        for b_name in names[i + 1:]:
+            d = difference(per_face[a_name][None], per_face[b_name][None])
+            diffs.append(dict(a=a_name, b=b_name, diff=d.mean, ci=[d.lo, d.hi], verdict=_verdict(d, a_name, b_name)))
+            print(f"  {a_name} - {b_name}: {d}  ({_verdict(d, a_name, b_name)})")
+    (out / "results.json").write_text(json.dumps({"rows": rows, "differences": diffs}, indent=1))
+    _figures(out, per_face, test_recs, preds, tgt_test)
+    print(f"wrote {out}/results.json, ced.png, overlays.png")
+
+
+def _figures(out: Path, per_face: dict, test_recs, preds: dict, tgt: np.ndarray) -> None:
+    import cv2
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gapkit.metrics import ced
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, e in per_face.items():
+        x, y = ced(e)
+        ax.plot(100 * x, y, label=f"{name} ({100 * e.mean():.2f}%)", ls="--" if "shape" in name else "-")
+    ax.set(xlabel="NME(inter_ocular) %", ylabel="share of LFPW test faces", xlim=(0, 8), ylim=(0, 1))
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "ced.png", dpi=120)
+    plt.close(fig)
+    if not preds:
+        return
+    n = max(preds)
+    fig, axes = plt.subplots(1, 4, figsize=(12, 3.4))
+    for ax, i in zip(axes, np.linspace(0, len(test_recs) - 1, 4).astype(int), strict=True):
+        r = test_recs[i]
+        img = cv2.imread(r.image)[..., ::-1]
+        ax.imshow(img)
+        ax.plot(*tgt[i].T, "o", ms=2, color="#00c853", label="300-W label")
+        ax.plot(*preds[n][0][i].T, "x", ms=3, color="#ff9100", label=f"shape-only ({n} pairs)")
+        ax.plot(*preds[n][1][i].T, "+", ms=4, color="#2979ff", label=f"refined ({n} pairs)")
+        x, y, w, h = r.landmark_box()
+        ax.set(xlim=(x - 0.15 * w, x + 1.15 * w), ylim=(y + 1.15 * h, y - 0.15 * h))
+        ax.axis("off")
+    axes[0].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(out / "overlays.png", dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,378 @@
+"""Image refinement of adapted landmarks: the label adapter's second, image-aware stage.
+
+A map from shapes to shapes cannot see where the source detector was locally wrong. The
+refiner reads the image. Each face is warped into a frame where its adapted shape sits on the
+target mean shape: an S x S crop, points in 0-based crop pixels (x, y), pixel centres on
+integers. A small CNN computes feature maps once (strides 2, 4 and 8); for every point,
+features sampled on small windows around its current position, with a pooled summary of
+the whole face, feed a per-point head that predicts an offset. Three such steps run in
+cascade, each starting where the last stopped.
+The heads start at zero, so an untrained refiner returns the shape adapter's answer.
+
+Training triples are (image, initial points, target points). The initial points should be
+out-of-fold shape-adapter predictions (``gapkit.adapt.fit_refiner`` makes them), so that the
+refiner learns from errors the adapter makes on faces it has not seen.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from gapkit.align import procrustes
+from gapkit.errors import Problem
+from gapkit.schemes import LandmarkScheme
+from gapkit.settings import Settings
+
+HIDDEN = 128
+FACE_FILL = 0.62  # share of the crop side the reference shape's larger extent fills
+
+
+class RefineConfig(Settings):
+    size: int = 128  # crop side (px)
+    width: int = 32  # channels of the stride-4 map (the stride-8 map has twice as many)
+    stages: int = 3
+    window: int = 3  # window x window samples, 4 crop px apart, on the stride-4 map (2 px on stride 2)
+    steps: int = 2500  # at most; fewer on small data (see ``epochs``)
+    epochs: int = 500  # steps = min(steps, max(200, epochs * pairs / batch_size))
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    rotate: float = 8.0  # +- degrees of the augmentation's frame perturbation
+    scale: float = 0.06
+    shift: float = 0.03
+    jitter: float = 0.8  # px: extra random error put on the initial points while training
+    flip_test: bool = True
+    folds: int = 3  # below ``small_data`` pairs, k-fold CV decides whether the refiner is kept
+    small_data: int = 200
+    val_frac: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass
+class RefineReport:
+    used: bool
+    n_pairs: int
+    how: str  # "cv" or "holdout": how shape-only and refined were compared
+    shape_nme_pct: float
+    refined_nme_pct: float
+    steps: int
+    fit_s: float = 0.0
+    problems: list[Problem] = field(default_factory=list)
+
+
+def reference_frame(mean_target: np.ndarray, size: int) -> np.ndarray:
+    """(K, 2) crop positions of the target mean shape: centred, larger extent FACE_FILL * size."""
+    ref = np.asarray(mean_target, float)
+    lo, hi = np.nanmin(ref, axis=0), np.nanmax(ref, axis=0)
+    s = FACE_FILL * size / float(np.max(hi - lo))
+    return (ref - (lo + hi) / 2) * s + (size - 1) / 2
+
+
+def frame_matrices(points: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """(N, 2, 3) image -> crop affine matrices that put each (K, 2) shape on ``ref``."""
+    return procrustes(np.asarray(points, float), ref).matrix[:, :2, :]
+
+
+def to_frame(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """(N, 2, 3) matrices applied to (N, K, 2) points."""
+    return np.einsum("nij,nkj->nki", m[:, :, :2], pts) + m[:, None, :, 2]
+
+
+def from_frame(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    inv = np.stack([cv2.invertAffineTransform(x) for x in m])
+    return to_frame(inv, pts)
+
+
+def read_crops(images: list[str], matrices: np.ndarray, size: int, ids: list[str] | None = None,
+               progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, dict[int, Problem]]:
+    """(N, S, S, 3) uint8 BGR crops, and {face index: problem} for faces whose image is missing
+    or unreadable (their crops stay black)."""
+    out = np.zeros((len(images), size, size, 3), np.uint8)
+    problems: dict[int, Problem] = {}
+    last, img = None, None
+    for i, path in enumerate(images):
+        if path != last:
+            img = cv2.imread(path, cv2.IMREAD_COLOR) if path else None
+            last = path
+        if img is None:
+            why = "missing image" if not path or not _exists(path) else "unreadable image"
+            problems[i] = Problem(path=path, line=None, reason=f"{why} (face {ids[i] if ids else i})")
+        else:
+            m = matrices[i]
+            flags = cv2.INTER_AREA if abs(np.linalg.det(m[:, :2])) < 1 else cv2.INTER_LINEAR
+            out[i] = cv2.warpAffine(img, m, (size, size), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+        if progress:
+            progress(1)
+    return out, problems
+
+
+def _exists(path: str) -> bool:
+    from pathlib import Path
+
+    return Path(path).is_file()
+
+
+def build_net(k: int, cfg: RefineConfig):
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from gapkit.train.model import Block
+
+    w, win, stages = cfg.width, cfg.window, cfg.stages
+
+    class RefineNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Sequential(
+                nn.Conv2d(3, w // 2, 3, 2, 1, bias=False), nn.BatchNorm2d(w // 2), nn.ReLU(inplace=True),
+                nn.Conv2d(w // 2, w // 2, 3, 1, 1, bias=False), nn.BatchNorm2d(w // 2), nn.ReLU(inplace=True))
+            self.fine = nn.Sequential(
+                nn.Conv2d(w // 2, w, 3, 2, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+                Block(w, w, 1), Block(w, w, 1))
+            self.coarse = nn.Sequential(Block(w, 2 * w, 2), Block(2 * w, 2 * w, 1))
+            r = (torch.arange(win, dtype=torch.float32) - (win - 1) / 2) * 4.0
+            gy, gx = torch.meshgrid(r, r, indexing="ij")
+            self.register_buffer("window", torch.stack([gx.flatten(), gy.flatten()], -1))
+            n_in = (w // 2) * win * win + w * win * win + 2 * w + 2 * w
+            self.hidden = nn.ModuleList([nn.Linear(n_in, HIDDEN) for _ in range(stages)])
+            self.embed = nn.Parameter(torch.zeros(stages, k, HIDDEN))
+            # Zero output heads: training starts exactly at the shape adapter's points.
+            self.out_w = nn.Parameter(torch.zeros(stages, k, HIDDEN, 2))
+            self.out_b = nn.Parameter(torch.zeros(stages, k, 2))
+
+        @staticmethod
+        def sample(fmap, pts, stride: int):
+            """Bilinear features (B, C, P) at crop-pixel points (B, P, 2)."""
+            h, wd = fmap.shape[-2:]
+            u = (pts - (stride - 1) / 2) / stride  # crop px -> feature-map px (centres on integers)
+            g = torch.stack([(2 * u[..., 0] + 1) / wd - 1, (2 * u[..., 1] + 1) / h - 1], -1)
+            return F.grid_sample(fmap, g[:, :, None, :], align_corners=False, padding_mode="border")[..., 0]
+
+        def windowed(self, fmap, q, stride: int, spacing: float):
+            b, kk, _ = q.shape
+            a = self.sample(fmap, (q[:, :, None, :] + spacing * self.window).reshape(b, -1, 2), stride)
+            return a.reshape(b, fmap.shape[1], kk, -1).permute(0, 2, 1, 3).reshape(b, kk, -1)
+
+        def forward(self, x, init):
+            f2 = self.stem(x)
+            f4 = self.fine(f2)
+            f8 = self.coarse(f4)
+            b, kk, _ = init.shape
+            face = f8.mean((2, 3))[:, None, :].expand(b, kk, -1)  # what the whole face looks like
+            p, outs = init, []
+            for s in range(stages):
+                q = p.detach()  # each stage reads features where the last one stopped, as a cascade does
+                feats = [self.windowed(f2, q, 2, 0.5), self.windowed(f4, q, 4, 1.0),
+                         self.sample(f8, q, 8).permute(0, 2, 1), face]
+                h = F.gelu(self.hidden[s](torch.cat(feats, -1)) + self.embed[s])
+                p = p + torch.einsum("bkh,kho->bko", h, self.out_w[s]) + self.out_b[s]
+                outs.append(p)
+            return outs
+
+    return RefineNet()
+
+
+def _tensor(images: np.ndarray, device: str):
+    from gapkit.train.data import to_tensor_batch
+
+    return to_tensor_batch(images).to(device)
+
+
+def _mirror(images: np.ndarray, pts: np.ndarray, flip: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Crops mirrored left-right and their points relabelled (crop pixel x -> S - 1 - x)."""
+    q = pts[:, flip].copy()
+    q[..., 0] = images.shape[2] - 1 - q[..., 0]
+    return np.ascontiguousarray(images[:, :, ::-1]), q
+
+
+def train_net(images: np.ndarray, init: np.ndarray, target: np.ndarray, scheme: LandmarkScheme,
+              cfg: RefineConfig, device: str, progress: Callable[[int, int], None] | None = None):
+    """Train a refiner on crops (N, S, S, 3), initial and target crop points (N, K, 2). NaN targets
+    are left out of the loss. Returns the network in eval mode."""
+    import torch
+
+    from gapkit.train.data import Augment, augment
+
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    k = init.shape[1]
+    net = build_net(k, cfg).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warm = max(1, cfg.steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
+    aug = Augment(rotate=cfg.rotate, scale=cfg.scale, shift=cfg.shift)
+    flip = np.array(scheme.flip)
+    both = np.concatenate([flip, flip + k])
+    n, bs = len(images), cfg.batch_size
+    order: list[int] = []
+    net.train()
+    for step in range(cfg.steps):
+        imgs = np.empty((bs, cfg.size, cfg.size, 3), np.uint8)
+        pts = np.empty((bs, 2 * k, 2))
+        for j in range(bs):
+            if not order:
+                order = rng.permutation(n).tolist()
+            i = order.pop()
+            imgs[j], pts[j] = augment(images[i], np.concatenate([init[i], target[i]]), aug, both, rng)
+        p0, p1 = pts[:, :k], pts[:, k:]
+        # Initial points a little worse than the adapter's: the refiner must not trust them blindly.
+        p0 = p0 + rng.normal(0, cfg.jitter, (bs, 1, 2)) * 0.5 + rng.normal(0, cfg.jitter, (bs, k, 2)) * 0.5
+        mask = torch.from_numpy((~np.isnan(p1).any(-1)).astype(np.float32)).to(device)
+        y = torch.from_numpy(np.nan_to_num(p1).astype(np.float32)).to(device)
+        outs = net(_tensor(imgs, device), torch.from_numpy(p0.astype(np.float32)).to(device))
+        loss = 0.0
+        for s, out in enumerate(outs):
+            d = torch.sqrt(((out - y) ** 2).sum(-1) + 1e-6)
+            loss = loss + (0.5 if s < len(outs) - 1 else 1.0) * (d * mask).sum() / mask.sum().clamp(min=1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if progress:
+            progress(step + 1, cfg.steps)
+    return net.eval()
+
+
+def run_net(net, images: np.ndarray, init: np.ndarray, flip: np.ndarray | None, device: str,
+            batch_size: int = 64) -> np.ndarray:
+    """Refined crop points (N, K, 2); with ``flip`` (the scheme's permutation), the mean of the
+    crop and its mirror image."""
+    import torch
+
+    out = np.empty_like(init, dtype=float)
+    with torch.inference_mode():
+        for i in range(0, len(images), batch_size):
+            x, p = images[i:i + batch_size], init[i:i + batch_size]
+            r = net(_tensor(x, device), torch.from_numpy(p.astype(np.float32)).to(device))[-1].cpu().numpy()
+            if flip is not None:
+                mx, mp = _mirror(x, p, flip)
+                q = net(_tensor(mx, device), torch.from_numpy(mp.astype(np.float32)).to(device))[-1].cpu().numpy()
+                _, q = _mirror(mx, q, flip)
+                r = (r + q) / 2
+            out[i:i + batch_size] = r
+    return out
+
+
+def _crop_nme(pred: np.ndarray, target: np.ndarray, scheme: LandmarkScheme, normaliser: str) -> np.ndarray:
+    from gapkit.metrics import nme
+
+    return 100 * nme(pred, target, scheme, normaliser)
+
+
+def fit(crops: np.ndarray, init: np.ndarray, target: np.ndarray, scheme: LandmarkScheme, normaliser: str,
+        ref: np.ndarray, cfg: RefineConfig, device: str,
+        progress: Callable[[int, int], None] | None = None) -> tuple[Refiner | None, RefineReport]:
+    """Train a refiner on crops and crop points, and keep it only where it beats the initial
+    points on faces it did not see: k-fold CV below ``cfg.small_data`` faces (then a final fit on
+    all), else one held-out ``cfg.val_frac`` (the network trained on the rest is kept)."""
+    n = len(crops)
+    cfg = cfg.model_copy(update={"steps": min(cfg.steps, max(200, math.ceil(cfg.epochs * n / cfg.batch_size)))})
+    rng = np.random.default_rng(cfg.seed + 7)
+    fits = cfg.folds + 1 if n < cfg.small_data else 1
+    done = [0]
+
+    def tick(i: int, total: int) -> None:
+        if progress:
+            progress(done[0] + i, fits * cfg.steps)
+
+    def train(idx: np.ndarray):
+        net = train_net(crops[idx], init[idx], target[idx], scheme, cfg, device, tick)
+        done[0] += cfg.steps
+        return net
+
+    flip = np.array(scheme.flip) if cfg.flip_test else None
+    shape_err, refined_err = [], []
+    if n < cfg.small_data:
+        how = f"{cfg.folds}-fold cv"
+        for val in np.array_split(rng.permutation(n), cfg.folds):
+            val = np.sort(val)
+            net = train(np.setdiff1d(np.arange(n), val))
+            shape_err.append(_crop_nme(init[val], target[val], scheme, normaliser))
+            refined_err.append(_crop_nme(run_net(net, crops[val], init[val], flip, device), target[val], scheme,
+                                         normaliser))
+        final = None
+    else:
+        how = f"{cfg.val_frac:.0%} held out"
+        order = rng.permutation(n)
+        val = np.sort(order[:max(1, int(round(cfg.val_frac * n)))])
+        final = train(np.setdiff1d(np.arange(n), val))
+        shape_err.append(_crop_nme(init[val], target[val], scheme, normaliser))
+        refined_err.append(_crop_nme(run_net(final, crops[val], init[val], flip, device), target[val], scheme,
+                                     normaliser))
+    s, r = float(np.nanmean(np.concatenate(shape_err))), float(np.nanmean(np.concatenate(refined_err)))
+    rep = RefineReport(used=r < s, n_pairs=n, how=how, shape_nme_pct=s, refined_nme_pct=r, steps=cfg.steps)
+    if not rep.used:
+        return None, rep
+    if final is None:
+        final = train(np.arange(n))
+    return Refiner(cfg, ref, scheme, state_arrays(final), rep), rep
+
+
+def state_arrays(net) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy().copy() for k, v in net.state_dict().items()}
+
+
+class Refiner:
+    """A trained image refiner: its settings, reference frame (K, 2) crop px and weights."""
+
+    def __init__(self, cfg: RefineConfig, ref: np.ndarray, scheme: LandmarkScheme, state: dict[str, np.ndarray],
+                 report: RefineReport | dict | None = None):
+        self.cfg, self.ref, self.scheme, self.state = cfg, np.asarray(ref, float), scheme, state
+        self.report = dict(report.__dict__ if isinstance(report, RefineReport) else report or {})
+        self.report.pop("problems", None)
+        self._net = None
+        self._device = "cpu"
+
+    @property
+    def net(self):
+        """The network, built from the weights on first use; a state that does not fit raises ValueError."""
+        if self._net is None:
+            import torch
+
+            net = build_net(self.scheme.num_points, self.cfg)
+            try:
+                net.load_state_dict({k: torch.from_numpy(v) for k, v in self.state.items()})
+            except RuntimeError as exc:
+                raise ValueError(f"refiner weights do not fit its settings ({str(exc).splitlines()[0]})") from None
+            self._net = net.eval().to(self._device)
+        return self._net
+
+    def to(self, device: str) -> Refiner:
+        self._device = device
+        if self._net is not None:
+            self._net = self._net.to(device)
+        return self
+
+    def __call__(self, images: list[str], init: np.ndarray, ids: list[str] | None = None, chunk: int = 256,
+                 progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, list[Problem]]:
+        """Refined image points (N, K, 2) from the adapted ``init`` (N, K, 2) of faces in ``images``,
+        which faces were refined (N,) bool, and the problems: a face whose image cannot be read
+        keeps ``init``."""
+        init = np.asarray(init, float)
+        out = init.copy()
+        refined = np.zeros(len(init), bool)
+        problems: list[Problem] = []
+        flip = np.array(self.scheme.flip) if self.cfg.flip_test else None
+        net = self.net
+        for i in range(0, len(init), chunk):
+            part = init[i:i + chunk]
+            m = frame_matrices(part, self.ref)
+            crops, bad = read_crops(images[i:i + chunk], m, self.cfg.size, ids[i:i + chunk] if ids else None)
+            ok = np.ones(len(part), bool)
+            ok[list(bad)] = False
+            problems += bad.values()
+            if ok.any():
+                out[i:i + chunk][ok] = from_frame(m[ok], run_net(net, crops[ok], to_frame(m[ok], part[ok]), flip,
+                                                                 self._device))
+            refined[i:i + chunk] = ok
+            if progress:
+                progress(len(part))
+        return out, refined, problems
