@@ -245,7 +245,13 @@ def evaluate(
         show_problems(problems)
     if json_out:
         print(json.dumps({"adapter": str(adapter_file), "pairs": len(pairs.ids), "rows": rows}, indent=1))
-        return
+    else:
+        _eval_table(adapter, pairs, rows)
+    if problems:
+        raise typer.Exit(1)
+
+
+def _eval_table(adapter, pairs, rows: list[dict]) -> None:
     t = Table(title=f"{adapter.source.name} -> {adapter.target.name} on {len(pairs.ids)} faces")
     for col in ("method", f"NME({adapter.normaliser})", "FR@8%", "AUC@8%"):
         t.add_column(col, justify="left" if col == "method" else "right")

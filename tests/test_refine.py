@@ -213,6 +213,12 @@ def test_cli_fit_images_eval_and_apply(dots, tmp_path):
     recs = list(read_manifest(out))
     assert len(recs) == len(s_te)
     assert [r.attributes["refined"] for r in recs].count(False) == 1 and recs[5].attributes["refined"] is False
+    # eval reads the target records' images: a missing one is named, scored shape-only, exit 1
+    t_te[5] = t_te[5].model_copy(update={"image": str(tmp_path / "gone.png")})
+    write_manifest(t_te, tmp_path / "t_te2.jsonl")
+    res = run.invoke(app, ["adapt", "eval", str(gka), "--source", str(tmp_path / "s_te.jsonl"), "--target",
+                           str(tmp_path / "t_te2.jsonl")])
+    assert res.exit_code == 1 and "gone.png" in res.output and "image refinement" in res.output
     # and never over an existing output without --overwrite
     res = run.invoke(app, ["adapt", "apply", str(gka), str(tmp_path / "s_te.jsonl"), str(out)])
     assert res.exit_code != 0 and "overwrite" in res.output
