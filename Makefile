@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export FIFTYONE_DO_NOT_TRACK := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test lint bench detector-vs-ert clean
+.PHONY: setup demo test lint bench detector-vs-ert refine-bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,5 +45,24 @@ $(DLIB_VENV)/.installed:
 detector-vs-ert: setup $(DLIB_VENV)/.installed
 	$(PY) benchmarks/detector_vs_ert.py --dlib-python $(DLIB_VENV)/bin/python
 
+# The image-refined label adapter against dlib's pretrained 68-point model (needs ../shared/data).
+# MediaPipe pins numpy<2 and protobuf<5, so it makes the pairs from a side environment too.
+MP_VENV ?= .venv-mediapipe
+$(MP_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(MP_VENV)
+	$(MP_VENV)/bin/pip install -q mediapipe==0.10.21 pydantic typer rich pillow scipy
+	$(MP_VENV)/bin/pip install -q --no-deps -e .
+	touch $@
+
+$(DLIB_VENV)/.models: $(DLIB_VENV)/.installed
+	$(DLIB_VENV)/bin/pip install -q face-recognition-models
+	touch $@
+
+runs/pairs/mp468.jsonl: $(MP_VENV)/.installed
+	$(MP_VENV)/bin/python examples/real_pairs_mediapipe.py ../shared/data/300w ../shared/data/300w_extra $@
+
+refine-bench: setup $(DLIB_VENV)/.models runs/pairs/mp468.jsonl
+	$(PY) benchmarks/refine_bench.py --pairs runs/pairs/mp468.jsonl --dlib-python $(DLIB_VENV)/bin/python
+
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(MP_VENV) .pytest_cache build *.egg-info

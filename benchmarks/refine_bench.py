@@ -10,8 +10,11 @@ face-recognition-models``) on dlib's own face detections. Prints NME(inter_ocula
 95% face-bootstrap intervals, the paired differences, fit seconds and apply faces/s, and
 writes ``results.json``, ``ced.png`` and ``overlays.png`` under ``--out``.
 
+    make refine-bench     # both side environments, the pairs, then this script; or by hand:
     python examples/real_pairs_mediapipe.py ../shared/data/300w ../shared/data/300w_extra runs/pairs/mp468.jsonl
     python benchmarks/refine_bench.py --pairs runs/pairs/mp468.jsonl --dlib-python /path/to/dlibenv/bin/python
+
+``--shape-only`` skips the refinement (seconds); ``--depth`` gives the refined adapter MediaPipe's z.
 """
 
 from __future__ import annotations

@@ -155,7 +155,8 @@ def fit(
     if refined is not None:
         verdict = "kept" if refined.used else "not kept: it did not help, the adapter stays shape-only"
         console.print(f"image refinement {verdict} ({refined.how} on {refined.n_pairs} pairs: NME "
-                      f"{refined.shape_nme_pct:.2f}% shape-only vs {refined.refined_nme_pct:.2f}% refined)",
+                      f"{refined.shape_nme_pct:.2f}% shape-only vs {refined.refined_nme_pct:.2f}% refined; "
+                      f"{refined.fit_s:.0f} s)",
                       soft_wrap=True, highlight=False)
 
 

@@ -1,8 +1,11 @@
 """Make real label-adaptation pairs: MediaPipe FaceMesh (468 points) on the 300-W images.
 
-MediaPipe is not a gapkit dependency; install it beside gapkit (it runs offline):
+MediaPipe is not a gapkit dependency, and it pins numpy<2 and protobuf<5 (onnx needs a newer
+protobuf), so run this from a side environment (it runs offline); `make refine-bench` makes it:
 
-    pip install --no-deps mediapipe==0.10.21 "protobuf>=4.25.3,<5" absl-py flatbuffers sounddevice attrs
+    python -m venv .venv-mediapipe
+    .venv-mediapipe/bin/pip install mediapipe==0.10.21 pydantic typer rich pillow scipy
+    .venv-mediapipe/bin/pip install --no-deps -e .
 
 Usage:
     python examples/real_pairs_mediapipe.py ../shared/data/300w ../shared/data/300w_extra \
@@ -11,8 +14,8 @@ Usage:
 Each face is cropped around its labelled landmark box (enlarged 1.8x, as a face detector
 box would be) so that FaceMesh sees the intended face; its 468 points are mapped back to
 0-based image pixels; MediaPipe's relative depth goes to ``attributes["z"]`` in the same
-pixel scale (smaller is nearer the camera). Faces FaceMesh misses are reported, not dropped silently. The
-output keeps the 300-W ids, so `gapkit adapt fit --source OUT --target <300-W folder>`
+pixel scale (smaller is nearer the camera). Faces FaceMesh misses are reported, not dropped
+silently. The output keeps the 300-W ids, so `gapkit adapt fit --source OUT --target <300-W folder>`
 pairs them.
 """
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -360,6 +361,7 @@ class LabelAdapter:
         if n < 10:
             raise AdapterError(f"need at least 10 pairs to fit an image refinement, got {n}")
         depth = self._check_depth(source_depth, n)
+        start = time.perf_counter()
         shape_cfg = (self._fit_config or FitConfig()).model_copy(update={"device": device})
         oof = np.empty(tgt.shape)
         for val in np.array_split(np.random.default_rng(cfg.seed + 3).permutation(n), 5):
@@ -376,6 +378,7 @@ class LabelAdapter:
         self.refiner, rep = refine.fit(crops[ok], refine.to_frame(m[ok], oof[ok]), refine.to_frame(m[ok], tgt[ok]),
                                        self.target, self.normaliser, ref, cfg, device, progress)
         rep.problems = list(bad.values())
+        rep.fit_s = round(time.perf_counter() - start, 1)
         self.meta["refine"] = dict({k: v for k, v in rep.__dict__.items() if k != "problems"},
                                    config=cfg.model_dump(mode="json"), fit_device=device, unreadable=len(bad))
         return rep

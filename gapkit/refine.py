@@ -10,7 +10,7 @@ cascade, each starting where the last stopped.
 The heads start at zero, so an untrained refiner returns the shape adapter's answer.
 
 Training triples are (image, initial points, target points). The initial points should be
-out-of-fold shape-adapter predictions (``gapkit.adapt.fit_refiner`` makes them), so that the
+out-of-fold shape-adapter predictions (``LabelAdapter.fit_images`` makes them), so that the
 refiner learns from errors the adapter makes on faces it has not seen.
 """
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -58,7 +59,7 @@ class RefineConfig(Settings):
 class RefineReport:
     used: bool
     n_pairs: int
-    how: str  # "cv" or "holdout": how shape-only and refined were compared
+    how: str  # how shape-only and refined were compared: "3-fold cv" or "10% held out"
     shape_nme_pct: float
     refined_nme_pct: float
     steps: int
@@ -113,8 +114,6 @@ def read_crops(images: list[str], matrices: np.ndarray, size: int, ids: list[str
 
 
 def _exists(path: str) -> bool:
-    from pathlib import Path
-
     return Path(path).is_file()
 
 
