@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 from rich.table import Table
 
@@ -174,7 +173,7 @@ def apply(
     """Translate every record of SRC into the adapter's target scheme. An adapter with an image
     refinement stage reads each record's image; a face whose image cannot be read keeps the
     shape-only answer (attribute refined = false), is reported, and the command exits 1."""
-    from gapkit.adapt import LabelAdapter, one_scheme, record_depth
+    from gapkit.adapt import LabelAdapter, one_scheme
     from gapkit.devices import set_threads
     from gapkit.files import check_output
     from gapkit.formats.manifest import write_manifest
@@ -184,21 +183,11 @@ def apply(
         set_threads(threads)
         recs, rep = _load(src, from_fmt, parse_opts(opt), "input")
         adapter = LabelAdapter.load(adapter_file, source=one_scheme(recs, "input")).to(device)
-        points = np.stack([r.points for r in recs])
-        z = None
-        if adapter.depth:
-            z = record_depth(recs)
-            if z is None:
-                raise ConfigError(f"{adapter_file.name} was fitted with depth: every input record needs attributes z")
-        problems: list = []
+        with progress_bar("refining on the images" if adapter.refiner else "adapting") as bar:
+            task = bar.add_task("", total=len(recs))
+            pred, refined, problems = adapter.predict_records(recs, progress=lambda n: bar.advance(task, n))
         if adapter.refiner is None:
-            pred, refined = adapter.predict(points, z), None
-        else:
-            with progress_bar("refining on the images") as bar:
-                task = bar.add_task("", total=len(recs))
-                pred, refined, problems = adapter.predict_images(points, [r.image for r in recs], [r.id for r in recs],
-                                                                 progress=lambda n: bar.advance(task, n),
-                                                                 source_depth=z)
+            refined = None
         name = adapter_file.name
         out_recs = []
         for i, (r, p) in enumerate(zip(recs, pred, strict=True)):

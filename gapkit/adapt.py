@@ -394,6 +394,19 @@ class LabelAdapter:
             return pred, np.zeros(len(pred), bool), []
         return self.refiner(list(images), pred, ids, progress=progress)
 
+    def predict_records(self, records: list, points: np.ndarray | None = None,
+                        progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, list]:
+        """Both stages on FaceRecords: their points (or ``points`` (N, K_s, 2) in their order),
+        their images for a refinement stage and their ``attributes["z"]`` for a depth adapter.
+        Returns what :meth:`predict_images` does."""
+        pts = np.stack([r.points for r in records]) if points is None else points
+        depth = None
+        if self.depth:
+            depth = record_depth(records)
+            if depth is None:
+                raise AdapterError("this adapter was fitted with depth: every record needs attributes z")
+        return self.predict_images(pts, [r.image for r in records], [r.id for r in records], progress, depth)
+
     def mean_shape_baseline(self, source_points: np.ndarray) -> np.ndarray:
         """The target mean shape placed by each face's source similarity: the Procrustes baseline."""
         src = check_shapes(np.asarray(source_points, float), self.source.num_points, "source")

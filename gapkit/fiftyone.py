@@ -208,7 +208,11 @@ class ManifestDatasetImporter(foud.GenericSampleDatasetImporter):
             ids = list(fields[field])
             pts = np.stack([fields[field][i][0] for i in ids])
         self.schemes["adapted"] = adapter.target.name
-        return {i: (p, None) for i, p in zip(ids, adapter.predict(pts), strict=True)}
+        by_id = {r.id: r for r in records}
+        # An adapter with a refinement stage reads the faces' images; one without keeps the shape answer.
+        pred, _, problems = adapter.predict_records([by_id[i] for i in ids], pts)
+        self.problems += problems
+        return {i: (p, None) for i, p in zip(ids, pred, strict=True)}
 
     def _sample(self, r: FaceRecord, gt: np.ndarray, pose: np.ndarray, extra: dict) -> fo.Sample:
         from gapkit.metrics import point_errors

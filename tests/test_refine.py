@@ -222,3 +222,17 @@ def test_cli_fit_images_eval_and_apply(dots, tmp_path):
     # and never over an existing output without --overwrite
     res = run.invoke(app, ["adapt", "apply", str(gka), str(tmp_path / "s_te.jsonl"), str(out)])
     assert res.exit_code != 0 and "overwrite" in res.output
+
+
+def test_gap_report_stage_uses_the_images(dots, tmp_path):
+    from gapkit.gap.report import _prepare_a
+
+    adapter, _, _, test, _ = dots
+    src_recs, _ = _records(*test)
+    src_recs[2] = src_recs[2].model_copy(update={"image": str(tmp_path / "gone.png")})
+    problems: list = []
+    stages = _prepare_a(src_recs, "aflw19", adapter, problems)
+    want = adapter.predict_records(src_recs)[0]
+    np.testing.assert_array_equal(stages["after adapter"], want)
+    assert not np.allclose(want, adapter.predict(test[0]))
+    assert [p.path for p in problems] == [str(tmp_path / "gone.png")]

@@ -241,7 +241,8 @@ def plot_visual(sa: np.ndarray, sb: np.ndarray, fa: np.ndarray, fb: np.ndarray, 
     return _write_png(path, fig)
 
 
-def _prepare_a(a_recs: list[FaceRecord], b_scheme: str, adapter: LabelAdapter | None) -> dict[str, np.ndarray]:
+def _prepare_a(a_recs: list[FaceRecord], b_scheme: str, adapter: LabelAdapter | None,
+               problems: list[Problem]) -> dict[str, np.ndarray]:
     a_scheme = one_scheme(a_recs, "A")
     pts = np.stack([r.points for r in a_recs])
     stages: dict[str, np.ndarray] = {}
@@ -255,7 +256,8 @@ def _prepare_a(a_recs: list[FaceRecord], b_scheme: str, adapter: LabelAdapter | 
         if (adapter.source.name, adapter.target.name) != (a_scheme, b_scheme):
             raise GapkitError(f"the adapter maps {adapter.source.name} -> {adapter.target.name}, but A is {a_scheme} "
                               f"and B is {b_scheme}")
-        stages["after adapter"] = adapter.predict(pts)
+        stages["after adapter"], _, bad = adapter.predict_records(a_recs)
+        problems += bad  # faces whose image a refinement stage could not read keep the shape answer
     return stages
 
 
@@ -273,7 +275,8 @@ def gap_report(a_src: str | Path, b_src: str | Path, out: str | Path, *, a_fmt: 
     b_scheme = one_scheme(b_recs, "B")
     scheme = get_scheme(b_scheme)
     adapter = LabelAdapter.load(opt.adapter).to(opt.device) if opt.adapter else None
-    stages = _prepare_a(a_recs, b_scheme, adapter)
+    adapt_bad: list[Problem] = []
+    stages = _prepare_a(a_recs, b_scheme, adapter, adapt_bad)
     b_pts = np.stack([r.points for r in b_recs])
 
     log(f"pose of {len(a_recs)} + {len(b_recs)} faces")
@@ -303,7 +306,7 @@ def gap_report(a_src: str | Path, b_src: str | Path, out: str | Path, *, a_fmt: 
     files.append(plot_pose_bins(gaps[list(gaps)[-1]], names, out / "label_gap_pose_bins.png"))
     files.append(plot_pose(pose_a, pose_b, pg, names, out / "pose_gap.png"))
 
-    problems = a_bad + b_bad
+    problems = a_bad + b_bad + adapt_bad
     if opt.visual:
         log("visual gap: cropping faces")
         ca, _, pa_bad = face_crops(a_recs, opt.crop_size, progress=progress)
