@@ -400,11 +400,7 @@ class LabelAdapter:
         their images for a refinement stage and their ``attributes["z"]`` for a depth adapter.
         Returns what :meth:`predict_images` does."""
         pts = np.stack([r.points for r in records]) if points is None else points
-        depth = None
-        if self.depth:
-            depth = record_depth(records)
-            if depth is None:
-                raise AdapterError("this adapter was fitted with depth: every record needs attributes z")
+        depth = record_depth(records) if self.depth else None  # predict names a missing one
         return self.predict_images(pts, [r.image for r in records], [r.id for r in records], progress, depth)
 
     def mean_shape_baseline(self, source_points: np.ndarray) -> np.ndarray:
@@ -494,7 +490,7 @@ class LabelAdapter:
             if not state or ref is None or ref.shape != (self.target.num_points, 2):
                 raise AdapterError(f"{p}: its image refinement stage is missing or incomplete")
             try:
-                self.refiner = Refiner(RefineConfig(**info["config"]), ref, self.target, state, info)
+                self.refiner = Refiner(RefineConfig(**info["config"]), ref, self.target, state)
                 self.refiner.net  # noqa: B018 - builds the network now, so a bad file fails at load
             except (ValueError, TypeError, KeyError) as exc:
                 raise AdapterError(f"{p}: its image refinement stage cannot be read ({exc})") from None
@@ -666,12 +662,11 @@ def evaluate(adapter: LabelAdapter, pairs: Pairs, threshold: float = 0.08) -> li
         pass
     rows.append(dict(method="mean-shape Procrustes", **summary(adapter.mean_shape_baseline(pairs.source), pairs.target,
                                                                tgt, adapter.normaliser, threshold=threshold)))
-    depth = pairs.source_depth if adapter.depth else None
+    shape = adapter.predict(pairs.source, pairs.source_depth if adapter.depth else None)
     rows.append(dict(method=f"adapter ({adapter.head})",
-                     **summary(adapter.predict(pairs.source, depth), pairs.target, tgt, adapter.normaliser,
-                               threshold=threshold)))
+                     **summary(shape, pairs.target, tgt, adapter.normaliser, threshold=threshold)))
     if adapter.refiner is not None:
-        pred, refined, problems = adapter.predict_images(pairs.source, pairs.images, pairs.ids, source_depth=depth)
+        pred, refined, problems = adapter.refiner(pairs.images, shape, pairs.ids)
         rows.append(dict(method=f"adapter ({adapter.head}) + image refinement", refined=int(refined.sum()),
                          problems=[str(p) for p in problems],
                          **summary(pred, pairs.target, tgt, adapter.normaliser, threshold=threshold)))

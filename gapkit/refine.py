@@ -312,7 +312,7 @@ def fit(crops: np.ndarray, init: np.ndarray, target: np.ndarray, scheme: Landmar
         return None, rep
     if final is None:
         final = train(np.arange(n))
-    return Refiner(cfg, ref, scheme, state_arrays(final), rep), rep
+    return Refiner(cfg, ref, scheme, state_arrays(final)), rep
 
 
 def state_arrays(net) -> dict[str, np.ndarray]:
@@ -322,11 +322,8 @@ def state_arrays(net) -> dict[str, np.ndarray]:
 class Refiner:
     """A trained image refiner: its settings, reference frame (K, 2) crop px and weights."""
 
-    def __init__(self, cfg: RefineConfig, ref: np.ndarray, scheme: LandmarkScheme, state: dict[str, np.ndarray],
-                 report: RefineReport | dict | None = None):
+    def __init__(self, cfg: RefineConfig, ref: np.ndarray, scheme: LandmarkScheme, state: dict[str, np.ndarray]):
         self.cfg, self.ref, self.scheme, self.state = cfg, np.asarray(ref, float), scheme, state
-        self.report = dict(report.__dict__ if isinstance(report, RefineReport) else report or {})
-        self.report.pop("problems", None)
         self._net = None
         self._device = "cpu"
 
