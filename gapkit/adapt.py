@@ -2,8 +2,14 @@
 
 Pipeline, per face: align the source shape (N, K_s, 2) to the source mean shape with a
 similarity (Procrustes) -> predict the target shape (N, K_t, 2) in that aligned frame with a
-linear map fitted in closed form (ridge) plus an optional MLP residual -> undo the
-similarity. Points are 0-based pixel (x, y); NaN marks a missing point.
+linear map plus an optional MLP residual -> undo the similarity. Points are 0-based pixel
+(x, y); NaN marks a missing point.
+
+The linear map is a local prior plus a ridge residual. The prior puts each target point at
+a weighted mean of its nearest source points (weights summing to one, fitted on the pairs);
+ridge then fits what that misses, in closed form. A ridge alone shrinks towards the mean
+shape, which throws the face's own expression away when pairs are few; shrinking towards
+"follow the nearby source points" keeps it.
 
 With few pairs the MLP overfits, so ``head="auto"`` picks between the linear head and the
 MLP by validation error (k-fold cross-validation when the training set is small). Training
@@ -43,6 +49,7 @@ from gapkit.settings import Settings
 FILE_KIND = "gapkit-label-adapter"
 FILE_VERSION = 1
 PREDICT_CHUNK = 8192
+LOCAL_RIDGE = 1e-4  # shrinks each target point's weights towards its nearest source point
 SMALL_DATA = 200  # below this many pairs the head is chosen by k-fold CV, not one split
 
 
@@ -57,6 +64,7 @@ class FitConfig(Settings):
     patience: int = 25
     val_frac: float = 0.1
     folds: int = 5
+    local_neighbours: int = 8  # source points in each target point's local prior; 0: plain ridge
     seed: int = 0
     device: str = "auto"
     ridge_alphas: tuple[float, ...] = tuple(float(a) for a in np.logspace(-6, 2, 17))
@@ -249,7 +257,7 @@ class LabelAdapter:
             rep.cv = self._cross_validate(x_all, y_all, tgt, tf, cfg)
             head = "mlp" if rep.cv["mlp_nme_pct"] < rep.cv["linear_nme_pct"] else "linear"
 
-        self.lin_w, self.lin_b, rep.ridge_alpha = _ridge(x_all[train_idx], y_all[train_idx], cfg.ridge_alphas)
+        self.lin_w, self.lin_b, rep.ridge_alpha = self._fit_linear(x_all[train_idx], y_all[train_idx], cfg)
         self.mlp_state, self.hidden = None, ()
         if n_val:
             rep.val_nme_linear_pct = self._val_nme(x_all[val_idx], tgt[val_idx], tf, val_idx, None)
@@ -265,7 +273,7 @@ class LabelAdapter:
                 self._set_net(net)
         if head == "linear" and n_val:
             # Nothing to stop early: refit the closed form on every pair.
-            self.lin_w, self.lin_b, rep.ridge_alpha = _ridge(x_all, y_all, cfg.ridge_alphas)
+            self.lin_w, self.lin_b, rep.ridge_alpha = self._fit_linear(x_all, y_all, cfg)
         self.head = rep.head = head
         val = rep.val_nme_mlp_pct if head == "mlp" else rep.val_nme_linear_pct
         self.meta = {
@@ -275,8 +283,23 @@ class LabelAdapter:
             "training_pairs": n, "train": rep.n_train, "val": rep.n_val,
             "val_nme_pct": val, "ridge_alpha": rep.ridge_alpha, "seed": cfg.seed,
             "cv": rep.cv, "fit_device": self._device, "source_depth": self.depth,
+            "local_neighbours": cfg.local_neighbours,
         }
         return rep
+
+    def _fit_linear(self, x: np.ndarray, y: np.ndarray, cfg: FitConfig) -> tuple[np.ndarray, np.ndarray, float]:
+        """The linear head on centred features and targets: local prior + ridge residual, folded
+        into one (weights, bias) for the centred frame, and the ridge's alpha."""
+        k = min(cfg.local_neighbours, self.source.num_points)
+        if k < 1:
+            return _ridge(x, y, cfg.ridge_alphas)
+        prior = np.zeros((x.shape[1], y.shape[1]))
+        local = _local_weights((x + self.x_mean)[:, :2 * self.source.num_points], y + self.y_mean,
+                               self.mean_source, self.mean_target, k)
+        for c in range(2):  # x from x, y from y: the prior is rotation-equivariant
+            prior[c:2 * self.source.num_points:2, c::2] = local.T
+        w, b, alpha = _ridge(x, y - (x + self.x_mean) @ prior + self.y_mean, cfg.ridge_alphas)
+        return prior + w, b + self.x_mean @ prior - self.y_mean, alpha
 
     def _set_net(self, net) -> None:
         import torch
@@ -304,7 +327,7 @@ class LabelAdapter:
         for f, val_idx in enumerate(folds):
             val_idx = np.sort(val_idx)
             train_idx = np.setdiff1d(np.arange(n), val_idx)
-            self.lin_w, self.lin_b, _ = _ridge(x[train_idx], y[train_idx], cfg.ridge_alphas)
+            self.lin_w, self.lin_b, _ = self._fit_linear(x[train_idx], y[train_idx], cfg)
             errs["linear"].append(self._val_nme(x[val_idx], tgt[val_idx], tf, val_idx, None))
             # Inner split of the training fold for early stopping, never the held-out fold.
             inner = np.random.default_rng(cfg.seed + 2 + f).permutation(train_idx)
@@ -505,6 +528,29 @@ def _ridge(x: np.ndarray, y: np.ndarray, alphas: tuple[float, ...]) -> tuple[np.
     y = np.nan_to_num(y)
     model = RidgeCV(alphas=alphas, fit_intercept=True).fit(x, y)
     return model.coef_.T.copy(), model.intercept_.copy(), float(model.alpha_)
+
+
+def _local_weights(x: np.ndarray, y: np.ndarray, mean_source: np.ndarray, mean_target: np.ndarray,
+                   k: int) -> np.ndarray:
+    """(K_t, K_s) weights, each row summing to one over the k source points nearest the target
+    point on the mean shapes: least squares over the aligned pairs x (N, 2K_s), y (N, 2K_t),
+    shrunk towards the nearest point. NaN target points are left out."""
+    n, k_s = len(x), mean_source.shape[0]
+    src, tgt = x.reshape(n, k_s, 2), y.reshape(n, -1, 2)
+    out = np.zeros((tgt.shape[1], k_s))
+    for j in range(tgt.shape[1]):
+        near = np.argsort(np.linalg.norm(mean_source - mean_target[j], axis=1), kind="stable")[:k]
+        ok = ~np.isnan(tgt[:, j]).any(-1)
+        out[j, near[0]] = 1.0
+        if k == 1 or not ok.any():
+            continue
+        a = np.concatenate([src[ok][:, near, 0], src[ok][:, near, 1]])  # (2N, k)
+        t = np.concatenate([tgt[ok, j, 0], tgt[ok, j, 1]])
+        # Sum to one by substitution: weights on the other points, relative to the nearest.
+        d, r = a[:, 1:] - a[:, :1], t - a[:, 0]
+        w = np.linalg.solve(d.T @ d + LOCAL_RIDGE * len(d) * np.eye(k - 1), d.T @ r)
+        out[j, near] = np.r_[1.0 - w.sum(), w]
+    return out
 
 
 def _run_net(net, x: np.ndarray, device: str, chunk: int = 65536) -> np.ndarray:

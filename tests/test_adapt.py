@@ -76,6 +76,28 @@ def test_with_30_pairs_it_is_no_worse_than_linear(test_set):
     assert score(auto, test_set) <= 1.02 * score(lin, test_set)
 
 
+def test_with_few_pairs_the_local_prior_keeps_the_faces_own_shape():
+    # Target points a fixed blend of neighbouring source points, on faces whose shape varies in
+    # 20 directions: 12 pairs cannot teach a ridge from the mean shape, the local prior needs few.
+    from fixtures.make_fixtures import face68
+
+    rng = np.random.default_rng(5)
+    base = face68()
+    modes = np.random.default_rng(6).normal(size=(20, 68, 2)) * 0.01
+    dist = np.linalg.norm(base[:, None] - base[None], axis=-1) + np.eye(68)
+    nearest = dist.argmin(axis=1)
+
+    def faces(n):
+        src = 100 * (base[None] + np.einsum("nm,mkj->nkj", rng.uniform(-1, 1, (n, 20)), modes))
+        tgt = 0.7 * src + 0.3 * src[:, nearest]
+        return src + rng.normal(size=src.shape) * 0.2, tgt
+
+    train, test = faces(12), faces(300)
+    err = {k: float(100 * nme(fitted(*train, head="linear", local_neighbours=k)[0].predict(test[0]), test[1],
+                              IBUG).mean()) for k in (0, 8)}
+    assert err[8] < 0.3 * err[0], err
+
+
 def test_adapter_beats_the_mean_shape_baseline(test_set):
     src, tgt = gap_problem(200, seed=3)
     a, _ = fitted(src, tgt, head="linear")
