@@ -293,11 +293,10 @@ class LabelAdapter:
         k = min(cfg.local_neighbours, self.source.num_points)
         if k < 1:
             return _ridge(x, y, cfg.ridge_alphas)
-        prior = np.zeros((x.shape[1], y.shape[1]))
-        local = _local_weights((x + self.x_mean)[:, :2 * self.source.num_points], y + self.y_mean,
-                               self.mean_source, self.mean_target, k)
-        for c in range(2):  # x from x, y from y: the prior is rotation-equivariant
-            prior[c:2 * self.source.num_points:2, c::2] = local.T
+        k2 = 2 * self.source.num_points
+        local = _local_weights((x + self.x_mean)[:, :k2], y + self.y_mean, self.mean_source, self.mean_target, k)
+        prior = np.zeros((x.shape[1], y.shape[1]))  # depth rows stay zero
+        prior[:k2] = np.kron(local.T, np.eye(2))  # x from x, y from y: the prior is rotation-equivariant
         w, b, alpha = _ridge(x, y - (x + self.x_mean) @ prior + self.y_mean, cfg.ridge_alphas)
         return prior + w, b + self.x_mean @ prior - self.y_mean, alpha
 
@@ -544,7 +543,8 @@ def _local_weights(x: np.ndarray, y: np.ndarray, mean_source: np.ndarray, mean_t
         out[j, near[0]] = 1.0
         if k == 1 or not ok.any():
             continue
-        a = np.concatenate([src[ok][:, near, 0], src[ok][:, near, 1]])  # (2N, k)
+        sub = src[:, near][ok]  # (N, k, 2): index the k points first, not a copy of every point
+        a = np.concatenate([sub[..., 0], sub[..., 1]])  # (2N, k)
         t = np.concatenate([tgt[ok, j, 0], tgt[ok, j, 1]])
         # Sum to one by substitution: weights on the other points, relative to the nearest.
         d, r = a[:, 1:] - a[:, :1], t - a[:, 0]
