@@ -98,7 +98,7 @@ def fit(
     refine_steps: Annotated[int, typer.Option(help="training steps of the image refinement (each fit)")] = 2500,
     refine: Annotated[list[str] | None, typer.Option(
         "--refine", help="an image refinement setting KEY=VALUE (repeatable; gapkit.refine.RefineConfig), "
-                         "e.g. size=96")] = None,
+                         "e.g. method=cnn or size=96")] = None,
     depth: Annotated[bool, typer.Option(
         "--depth", help="also use the source's per-point depth (attributes z, e.g. MediaPipe's)")] = False,
     threads: ThreadsOpt = None,
@@ -152,10 +152,11 @@ def fit(
                   + (f", val NME({adapter.normaliser}) {val:.2f}%" if val is not None else "") + cv,
                   soft_wrap=True, highlight=False)
     if refined is not None:
-        verdict = "kept" if refined.used else "not kept: it did not help, the adapter stays shape-only"
+        verdict = f"kept ({refined.method})" if refined.used else \
+            "not kept: it did not help, the adapter stays shape-only"
+        tried = ", ".join(f"{k} {v:.2f}%" for k, v in refined.candidates.items())
         console.print(f"image refinement {verdict} ({refined.how} on {refined.n_pairs} pairs: NME "
-                      f"{refined.shape_nme_pct:.2f}% shape-only vs {refined.refined_nme_pct:.2f}% refined; "
-                      f"{refined.fit_s:.0f} s)",
+                      f"{refined.shape_nme_pct:.2f}% shape-only vs {tried}; {refined.fit_s:.0f} s)",
                       soft_wrap=True, highlight=False)
 
 

@@ -391,18 +391,12 @@ class LabelAdapter:
             fold = LabelAdapter(self.source.name, self.target.name, self.normaliser)
             fold.fit(src[rest], tgt[rest], shape_cfg, source_depth=None if depth is None else depth[rest])
             oof[val] = fold.predict(src[val], None if depth is None else depth[val])
-        ref = refine.reference_frame(self.mean_target, cfg.size)
-        m = refine.frame_matrices(oof, ref)
-        crops, bad = refine.read_crops(images, m, cfg.size, ids)
-        ok = np.setdiff1d(np.arange(n), list(bad))
-        if len(ok) < 10:
-            raise AdapterError(f"only {len(ok)} of {n} pairs have a readable image; an image refinement needs 10")
-        self.refiner, rep = refine.fit(crops[ok], refine.to_frame(m[ok], oof[ok]), refine.to_frame(m[ok], tgt[ok]),
-                                       self.target, self.normaliser, ref, cfg, device, progress)
-        rep.problems = list(bad.values())
+        self.refiner, rep = refine.fit(list(images), oof, tgt, self.mean_target, self.target, self.normaliser, cfg,
+                                       device, ids, progress)
         rep.fit_s = round(time.perf_counter() - start, 1)
         self.meta["refine"] = dict({k: v for k, v in rep.__dict__.items() if k != "problems"},
-                                   config=cfg.model_dump(mode="json"), fit_device=device, unreadable=len(bad))
+                                   config=(self.refiner.cfg if self.refiner else cfg).model_dump(mode="json"),
+                                   fit_device=device, unreadable=len(rep.problems))
         return rep
 
     def predict_images(self, source_points: np.ndarray, images: list[str], ids: list[str] | None = None,
@@ -512,8 +506,9 @@ class LabelAdapter:
             if not state or ref is None or ref.shape != (self.target.num_points, 2):
                 raise AdapterError(f"{p}: its image refinement stage is missing or incomplete")
             try:
-                self.refiner = Refiner(RefineConfig(**info["config"]), ref, self.target, state)
-                self.refiner.net  # noqa: B018 - builds the network now, so a bad file fails at load
+                self.refiner = Refiner(RefineConfig(**info["config"]), ref, self.target, state,
+                                       info.get("method", "cnn"))
+                self.refiner.check()  # a bad file fails at load, not at first use
             except (ValueError, TypeError, KeyError) as exc:
                 raise AdapterError(f"{p}: its image refinement stage cannot be read ({exc})") from None
         return self

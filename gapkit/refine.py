@@ -9,6 +9,10 @@ the whole face, feed a per-point head that predicts an offset. Three such steps 
 cascade, each starting where the last stopped.
 The heads start at zero, so an untrained refiner returns the shape adapter's answer.
 
+That CNN needs hundreds of faces. Below ``small_data`` pairs the default (``method="auto"``)
+fits the descriptor cascade of :mod:`gapkit.cascade` instead; from there it trains both and keeps
+the one that does better on held-out faces. Either is kept only where it beats shape-only.
+
 Training triples are (image, initial points, target points). The initial points should be
 out-of-fold shape-adapter predictions (``LabelAdapter.fit_images`` makes them), so that the
 refiner learns from errors the adapter makes on faces it has not seen.
@@ -20,12 +24,13 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
 
 from gapkit.align import procrustes
-from gapkit.errors import Problem
+from gapkit.errors import AdapterError, Problem
 from gapkit.schemes import LandmarkScheme
 from gapkit.settings import Settings
 
@@ -34,7 +39,8 @@ FACE_FILL = 0.62  # share of the crop side the reference shape's larger extent f
 
 
 class RefineConfig(Settings):
-    size: int = 128  # crop side (px)
+    method: Literal["auto", "cnn", "cascade"] = "auto"  # auto: cascade below small_data, else the better one
+    size: int = 128  # CNN crop side (px)
     width: int = 32  # channels of the stride-4 map (the stride-8 map has twice as many)
     stages: int = 3
     window: int = 3  # window x window samples, 4 crop px apart, on the stride-4 map (2 px on stride 2)
@@ -53,6 +59,12 @@ class RefineConfig(Settings):
     val_frac: float = 0.1
     seed: int = 0
     device: str = "auto"
+    cascade_size: int = 160  # the descriptor cascade's crop side (px)
+    cascade_cells: tuple[float, ...] = (6.0, 3.0)  # descriptor cell sizes (crop px)
+    cascade_stages: int = 3
+    cascade_samples: int = 2000  # about this many training starts: faces, mirrors and jittered copies
+    cascade_jitter: float = 1.0  # px
+    cascade_strengths: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # ridge strengths tried by CV
 
 
 @dataclass
@@ -63,6 +75,8 @@ class RefineReport:
     shape_nme_pct: float
     refined_nme_pct: float
     steps: int
+    method: str = "cnn"  # the refiner kept, or the best one tried when none is kept
+    candidates: dict[str, float] = field(default_factory=dict)  # validation NME % of each method tried
     fit_s: float = 0.0
     problems: list[Problem] = field(default_factory=list)
 
@@ -266,53 +280,103 @@ def _crop_nme(pred: np.ndarray, target: np.ndarray, scheme: LandmarkScheme, norm
     return 100 * nme(pred, target, scheme, normaliser)
 
 
-def fit(crops: np.ndarray, init: np.ndarray, target: np.ndarray, scheme: LandmarkScheme, normaliser: str,
-        ref: np.ndarray, cfg: RefineConfig, device: str,
+def _grey(crops: np.ndarray) -> np.ndarray:
+    return np.stack([cv2.cvtColor(c, cv2.COLOR_BGR2GRAY) for c in crops])
+
+
+def crop_size(method: str, cfg: RefineConfig) -> int:
+    return cfg.cascade_size if method == "cascade" else cfg.size
+
+
+def fit(images: list[str], init: np.ndarray, target: np.ndarray, mean_target: np.ndarray, scheme: LandmarkScheme,
+        normaliser: str, cfg: RefineConfig, device: str, ids: list[str] | None = None,
         progress: Callable[[int, int], None] | None = None) -> tuple[Refiner | None, RefineReport]:
-    """Train a refiner on crops and crop points, and keep it only where it beats the initial
-    points on faces it did not see: k-fold CV below ``cfg.small_data`` faces (then a final fit on
-    all), else one held-out ``cfg.val_frac`` (the network trained on the rest is kept)."""
-    n = len(crops)
+    """Train a refiner on faces ``images[i]`` with initial and target image points (N, K, 2), and
+    keep it only where it beats the initial points on faces it did not see: k-fold CV below
+    ``cfg.small_data`` faces (then a final fit on all), else one held-out ``cfg.val_frac``. With
+    ``method="auto"`` that is the descriptor cascade alone below ``small_data``, and from there
+    both kinds, the better one on the held-out faces kept (a CNN as trained without them, a
+    cascade refitted on all). Faces whose image cannot be read are left out and reported."""
+    from gapkit import cascade
+
+    n_all = len(images)
+    if cfg.method == "auto":
+        methods = ["cascade"] if n_all < cfg.small_data else ["cascade", "cnn"]
+    else:
+        methods = [cfg.method]
+    views, bad = {}, {}
+    for m in methods:
+        ref = reference_frame(mean_target, crop_size(m, cfg))
+        mat = frame_matrices(init, ref)
+        crops, bad = read_crops(images, mat, crop_size(m, cfg), ids)
+        views[m] = (ref, _grey(crops) if m == "cascade" else crops, to_frame(mat, init), to_frame(mat, target))
+    ok = np.setdiff1d(np.arange(n_all), list(bad))
+    if len(ok) < 10:
+        raise AdapterError(f"only {len(ok)} of {n_all} pairs have a readable image; an image refinement needs 10")
+    views = {m: (ref, c[ok], p0[ok], p1[ok]) for m, (ref, c, p0, p1) in views.items()}
+    n = len(ok)
     cfg = cfg.model_copy(update={"steps": min(cfg.steps, max(200, math.ceil(cfg.epochs * n / cfg.batch_size)))})
     rng = np.random.default_rng(cfg.seed + 7)
-    fits = cfg.folds + 1 if n < cfg.small_data else 1
-    done = [0]
-
-    def tick(i: int, total: int) -> None:
-        if progress:
-            progress(done[0] + i, fits * cfg.steps)
-
-    def train(idx: np.ndarray):
-        net = train_net(crops[idx], init[idx], target[idx], scheme, cfg, device, tick)
-        done[0] += cfg.steps
-        return net
-
-    flip = np.array(scheme.flip) if cfg.flip_test else None
-    shape_err, refined_err = [], []
-    if n < cfg.small_data:
+    small = n < cfg.small_data
+    if small:
         how = f"{cfg.folds}-fold cv"
-        for val in np.array_split(rng.permutation(n), cfg.folds):
-            val = np.sort(val)
-            net = train(np.setdiff1d(np.arange(n), val))
-            shape_err.append(_crop_nme(init[val], target[val], scheme, normaliser))
-            refined_err.append(_crop_nme(run_net(net, crops[val], init[val], flip, device), target[val], scheme,
-                                         normaliser))
-        final = None
+        splits = [np.sort(v) for v in np.array_split(rng.permutation(n), cfg.folds)]
     else:
         how = f"{cfg.val_frac:.0%} held out"
-        order = rng.permutation(n)
-        val = np.sort(order[:max(1, int(round(cfg.val_frac * n)))])
-        final = train(np.setdiff1d(np.arange(n), val))
-        shape_err.append(_crop_nme(init[val], target[val], scheme, normaliser))
-        refined_err.append(_crop_nme(run_net(final, crops[val], init[val], flip, device), target[val], scheme,
-                                     normaliser))
-    s, r = float(np.nanmean(np.concatenate(shape_err))), float(np.nanmean(np.concatenate(refined_err)))
-    rep = RefineReport(used=r < s, n_pairs=n, how=how, shape_nme_pct=s, refined_nme_pct=r, steps=cfg.steps)
+        splits = [np.sort(rng.permutation(n)[:max(1, int(round(cfg.val_frac * n)))])]
+    # Progress in work units: a CNN step is one, a cascade stage about as long as 25 steps.
+    unit = {"cnn": cfg.steps, "cascade": 25 * cfg.cascade_stages}
+    total = sum(unit[m] * (len(splits) + (1 if small or m == "cascade" else 0)) for m in methods)
+    done = [0]
+
+    def tick(k: int) -> None:
+        done[0] += k
+        if progress:
+            progress(done[0], total)
+
+    flip = np.array(scheme.flip)
+
+    def train(m: str, idx: np.ndarray):
+        _, crops, p0, p1 = views[m]
+        if m == "cnn":
+            before = done[0]
+            net = train_net(crops[idx], p0[idx], p1[idx], scheme, cfg, device,
+                            lambda i, _t: tick(before + i - done[0]))
+            return state_arrays(net), net
+        state = cascade.train_cascade(
+            crops[idx], p0[idx], p1[idx], flip, cells=cfg.cascade_cells, stages=cfg.cascade_stages,
+            samples=cfg.cascade_samples, jitter=cfg.cascade_jitter, strengths=cfg.cascade_strengths,
+            seed=cfg.seed, progress=lambda k: tick(25 * k))
+        return state, None
+
+    def run(m: str, model, idx: np.ndarray) -> np.ndarray:
+        _, crops, p0, _ = views[m]
+        test_flip = flip if cfg.flip_test else None
+        if m == "cnn":
+            return run_net(model[1], crops[idx], p0[idx], test_flip, device)
+        return cascade.run_cascade(model[0], crops[idx], p0[idx], cfg.cascade_cells, test_flip)
+
+    shape_err = np.concatenate([_crop_nme(views[methods[0]][2][v], views[methods[0]][3][v], scheme, normaliser)
+                                for v in splits])
+    scores, kept_models = {}, {}
+    for m in methods:
+        errs = []
+        for val in splits:
+            model = train(m, np.setdiff1d(np.arange(n), val))
+            errs.append(_crop_nme(run(m, model, val), views[m][3][val], scheme, normaliser))
+            kept_models[m] = model
+        scores[m] = float(np.nanmean(np.concatenate(errs)))
+    s = float(np.nanmean(shape_err))
+    best = min(scores, key=scores.get)
+    rep = RefineReport(used=scores[best] < s, n_pairs=n, how=how, shape_nme_pct=s, refined_nme_pct=scores[best],
+                       steps=cfg.steps, method=best, candidates={k: round(v, 4) for k, v in scores.items()},
+                       problems=list(bad.values()))
     if not rep.used:
         return None, rep
-    if final is None:
-        final = train(np.arange(n))
-    return Refiner(cfg, ref, scheme, state_arrays(final)), rep
+    state = kept_models[best][0]
+    if small or best == "cascade":
+        state = train(best, np.arange(n))[0]
+    return Refiner(cfg, views[best][0], scheme, state, best), rep
 
 
 def state_arrays(net) -> dict[str, np.ndarray]:
@@ -320,16 +384,30 @@ def state_arrays(net) -> dict[str, np.ndarray]:
 
 
 class Refiner:
-    """A trained image refiner: its settings, reference frame (K, 2) crop px and weights."""
+    """A trained image refiner: its settings, kind ("cnn" or "cascade"), reference frame (K, 2)
+    crop px and weights."""
 
-    def __init__(self, cfg: RefineConfig, ref: np.ndarray, scheme: LandmarkScheme, state: dict[str, np.ndarray]):
+    def __init__(self, cfg: RefineConfig, ref: np.ndarray, scheme: LandmarkScheme, state: dict[str, np.ndarray],
+                 method: str = "cnn"):
         self.cfg, self.ref, self.scheme, self.state = cfg, np.asarray(ref, float), scheme, state
+        self.method = method
         self._net = None
         self._device = "cpu"
 
+    def check(self) -> None:
+        """Raise ValueError unless the weights fit the settings (a CNN is built here)."""
+        from gapkit import cascade
+
+        if self.method == "cnn":
+            self.net  # noqa: B018
+        elif self.method == "cascade":
+            cascade.check_state(self.state, self.scheme.num_points, self.cfg.cascade_cells, self.cfg.cascade_stages)
+        else:
+            raise ValueError(f"unknown refiner kind {self.method!r}")
+
     @property
     def net(self):
-        """The network, built from the weights on first use; a state that does not fit raises ValueError."""
+        """The CNN, built from the weights on first use; a state that does not fit raises ValueError."""
         if self._net is None:
             import torch
 
@@ -347,6 +425,14 @@ class Refiner:
             self._net = self._net.to(device)
         return self
 
+    def _run(self, crops: np.ndarray, pts: np.ndarray) -> np.ndarray:
+        from gapkit import cascade
+
+        flip = np.array(self.scheme.flip) if self.cfg.flip_test else None
+        if self.method == "cascade":
+            return cascade.run_cascade(self.state, _grey(crops), pts, self.cfg.cascade_cells, flip)
+        return run_net(self.net, crops, pts, flip, self._device)
+
     def __call__(self, images: list[str], init: np.ndarray, ids: list[str] | None = None, chunk: int = 256,
                  progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, list[Problem]]:
         """Refined image points (N, K, 2) from the adapted ``init`` (N, K, 2) of faces in ``images``,
@@ -356,18 +442,16 @@ class Refiner:
         out = init.copy()
         refined = np.zeros(len(init), bool)
         problems: list[Problem] = []
-        flip = np.array(self.scheme.flip) if self.cfg.flip_test else None
-        net = self.net
+        size = crop_size(self.method, self.cfg)
         for i in range(0, len(init), chunk):
             part = init[i:i + chunk]
             m = frame_matrices(part, self.ref)
-            crops, bad = read_crops(images[i:i + chunk], m, self.cfg.size, ids[i:i + chunk] if ids else None)
+            crops, bad = read_crops(images[i:i + chunk], m, size, ids[i:i + chunk] if ids else None)
             ok = np.ones(len(part), bool)
             ok[list(bad)] = False
             problems += bad.values()
             if ok.any():
-                out[i:i + chunk][ok] = from_frame(m[ok], run_net(net, crops[ok], to_frame(m[ok], part[ok]), flip,
-                                                                 self._device))
+                out[i:i + chunk][ok] = from_frame(m[ok], self._run(crops[ok], to_frame(m[ok], part[ok])))
             refined[i:i + chunk] = ok
             if progress:
                 progress(len(part))
