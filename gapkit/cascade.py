@@ -93,6 +93,7 @@ def _stats(f: np.ndarray, y: np.ndarray) -> tuple:
 
 def _centred(st: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     n, s, g, c, t = st
+    n = max(n, 1)  # a point labelled on no face of this part: zero weights, not NaN
     mu, ybar = s / n, t / n
     return mu, ybar, g - np.outer(s, mu), c - np.outer(s, ybar)
 

@@ -260,3 +260,19 @@ def test_gap_report_stage_uses_the_images(dots, tmp_path):
     np.testing.assert_array_equal(stages["after adapter"], want)
     assert not np.allclose(want, adapter.predict(test[0]))
     assert [p.path for p in problems] == [str(tmp_path / "gone.png")]
+
+
+def test_the_cascade_leaves_a_point_labelled_on_no_face_where_it_was():
+    from gapkit import cascade
+
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 255, (12, 48, 48), dtype=np.uint8)
+    init = rng.uniform(10, 38, (12, SCHEME.num_points, 2))
+    target = init + 1.0
+    target[:, [3, SCHEME.flip[3]]] = np.nan  # mirrored faces would teach point 3 its partner's label
+    state = cascade.train_cascade(crops, init, target, np.array(SCHEME.flip), cells=(4.0, 2.0), stages=2,
+                                  samples=100, jitter=1.0, strengths=(1.0, 10.0))
+    cascade.check_state(state, SCHEME.num_points, (4.0, 2.0), 2)  # finite, the right shapes
+    out = cascade.run_cascade(state, crops, init, (4.0, 2.0))
+    np.testing.assert_array_equal(out[:, [3, SCHEME.flip[3]]], init[:, [3, SCHEME.flip[3]]])
+    assert not np.allclose(out[:, 0], init[:, 0])
