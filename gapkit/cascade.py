@@ -104,14 +104,14 @@ def train_cascade(crops: np.ndarray, init: np.ndarray, target: np.ndarray, flip:
                   progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
     """Fit a cascade on grey crops (N, S, S) with initial and target points (N, K, 2); NaN target
     points are left out of their point's fit. Every face is used as it is and mirrored, each
-    with its given start and jittered copies (``jitter`` px per face and per point) up to about
-    ``samples`` in all. Returns the state: mean (T, K, D), weight (T, K, D, 2), bias (T, K, 2)."""
+    with its given start and, where there are fewer than ``samples`` of those, jittered copies
+    (``jitter`` px per face and per point) up to about ``samples`` in all. Returns the state: mean (T, K, D), weight (T, K, D, 2), bias (T, K, 2)."""
     rng = np.random.default_rng(seed)
     n, k = init.shape[:2]
     mc, mi = mirror(crops, init, flip)
     _, mt = mirror(crops, target, flip)
     crops2, init2, target2 = np.concatenate([crops, mc]), np.concatenate([init, mi]), np.concatenate([target, mt])
-    copies = max(2, int(np.ceil(samples / (2 * n))))
+    copies = max(1, int(np.ceil(samples / (2 * n))))  # thousands of faces need no jittered copies
     face = np.repeat(np.arange(2 * n), copies)
     start = np.repeat(init2, copies, axis=0)
     noise = rng.normal(0, jitter, (len(start), 1, 2)) + rng.normal(0, jitter, start.shape)
