@@ -63,9 +63,13 @@ def describe(maps: list[np.ndarray], pts: np.ndarray, cells: tuple[float, ...]) 
 
 def mirror(crops: np.ndarray, pts: np.ndarray, flip: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Crops (N, S, S) mirrored left-right and their points (N, K, 2) relabelled."""
+    return np.ascontiguousarray(crops[:, :, ::-1]), _mirror_points(pts, flip, crops.shape[2])
+
+
+def _mirror_points(pts: np.ndarray, flip: np.ndarray, size: int) -> np.ndarray:
     q = pts[:, flip].copy()
-    q[..., 0] = crops.shape[2] - 1 - q[..., 0]
-    return np.ascontiguousarray(crops[:, :, ::-1]), q
+    q[..., 0] = size - 1 - q[..., 0]
+    return q
 
 
 def _features(crops: np.ndarray, face: np.ndarray, pts: np.ndarray, cells: tuple[float, ...]) -> np.ndarray:
@@ -105,11 +109,12 @@ def train_cascade(crops: np.ndarray, init: np.ndarray, target: np.ndarray, flip:
     """Fit a cascade on grey crops (N, S, S) with initial and target points (N, K, 2); NaN target
     points are left out of their point's fit. Every face is used as it is and mirrored, each
     with its given start and, where there are fewer than ``samples`` of those, jittered copies
-    (``jitter`` px per face and per point) up to about ``samples`` in all. Returns the state: mean (T, K, D), weight (T, K, D, 2), bias (T, K, 2)."""
+    (``jitter`` px per face and per point) up to about ``samples`` in all. Returns the state:
+    mean (T, K, D), weight (T, K, D, 2), bias (T, K, 2)."""
     rng = np.random.default_rng(seed)
     n, k = init.shape[:2]
     mc, mi = mirror(crops, init, flip)
-    _, mt = mirror(crops, target, flip)
+    mt = _mirror_points(target, flip, crops.shape[2])
     crops2, init2, target2 = np.concatenate([crops, mc]), np.concatenate([init, mi]), np.concatenate([target, mt])
     copies = max(1, int(np.ceil(samples / (2 * n))))  # thousands of faces need no jittered copies
     face = np.repeat(np.arange(2 * n), copies)
@@ -145,14 +150,14 @@ def train_cascade(crops: np.ndarray, init: np.ndarray, target: np.ndarray, flip:
                     pred = np.einsum("md,adt->amt", f[held] - mu, w) + ybar
                     err[j] += np.linalg.norm(pred - y[held], axis=-1).sum(1)
             fits.append((total, cv_w))
-        best = np.full(k, np.argmin(err.sum(0)))  # one strength a stage: per point is noisier on few faces
+        best = int(np.argmin(err.sum(0)))  # one strength a stage: one per point is noisier on few faces
         for j, (total, cv_w) in enumerate(fits):
             f = feats[:, j].astype(np.float64)
             mu, ybar, g, c = _centred(total)
-            mean[j], weight[j], bias[j] = mu, _solve(g, c, a[best[j]:best[j] + 1])[0], ybar
+            mean[j], weight[j], bias[j] = mu, _solve(g, c, a[best:best + 1])[0], ybar
             for v, (mv, yv, w) in enumerate(cv_w):  # out-of-fold outputs for the next stage
                 rows = fold == v
-                nxt[rows, j] += (f[rows] - mv) @ w[best[j]] + yv
+                nxt[rows, j] += (f[rows] - mv) @ w[best] + yv
         cur = nxt
         for key, val in zip(STATE_KEYS, (mean, weight, bias), strict=True):
             state[key].append(val)
