@@ -152,7 +152,7 @@ def fit(
                   + (f", val NME({adapter.normaliser}) {val:.2f}%" if val is not None else "") + cv,
                   soft_wrap=True, highlight=False)
     if refined is not None:
-        verdict = f"kept ({refined.method})" if refined.used else \
+        verdict = f"kept: {refined.method}" if refined.used else \
             "not kept: it did not help, the adapter stays shape-only"
         tried = ", ".join(f"{k} {v:.2f}%" for k, v in refined.candidates.items())
         console.print(f"image refinement {verdict} ({refined.how} on {refined.n_pairs} pairs: NME "
