@@ -122,7 +122,8 @@ def main() -> None:
                                                    source_depth=zt)
         apply_s = time.perf_counter() - t
         preds[n] = (shape, pred)
-        score(f"refined, {n} pairs", pred, fit_s=round(shape_s + refine_s, 1), kept=rep.used, how=rep.how, kind=rep.method, candidates=rep.candidates,
+        score(f"refined, {n} pairs", pred, fit_s=round(shape_s + refine_s, 1), kept=rep.used, how=rep.how,
+              kind=rep.method, candidates=rep.candidates,
               val_shape=round(rep.shape_nme_pct, 3), val_refined=round(rep.refined_nme_pct, 3),
               faces_per_s=round(len(test_idx) / apply_s, 1), unreadable=len(problems))
     names = list(per_face)

@@ -20,6 +20,8 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from gapkit.refine import mirror, mirror_points
+
 ORIENTATIONS = 8
 GRID = np.array([(i, j) for j in (-1.5, -0.5, 0.5, 1.5) for i in (-1.5, -0.5, 0.5, 1.5)])  # cell centres
 STATE_KEYS = ("mean", "weight", "bias")
@@ -59,17 +61,6 @@ def describe(maps: list[np.ndarray], pts: np.ndarray, cells: tuple[float, ...]) 
         d = d / (np.linalg.norm(d, axis=1, keepdims=True) + 1e-6)
         out.append(np.sqrt(d))
     return np.concatenate(out, 1).astype(np.float32)
-
-
-def mirror(crops: np.ndarray, pts: np.ndarray, flip: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Crops (N, S, S) mirrored left-right and their points (N, K, 2) relabelled."""
-    return np.ascontiguousarray(crops[:, :, ::-1]), _mirror_points(pts, flip, crops.shape[2])
-
-
-def _mirror_points(pts: np.ndarray, flip: np.ndarray, size: int) -> np.ndarray:
-    q = pts[:, flip].copy()
-    q[..., 0] = size - 1 - q[..., 0]
-    return q
 
 
 def _features(crops: np.ndarray, face: np.ndarray, pts: np.ndarray, cells: tuple[float, ...]) -> np.ndarray:
@@ -114,7 +105,7 @@ def train_cascade(crops: np.ndarray, init: np.ndarray, target: np.ndarray, flip:
     rng = np.random.default_rng(seed)
     n, k = init.shape[:2]
     mc, mi = mirror(crops, init, flip)
-    mt = _mirror_points(target, flip, crops.shape[2])
+    mt = mirror_points(target, flip, crops.shape[2])
     crops2, init2, target2 = np.concatenate([crops, mc]), np.concatenate([init, mi]), np.concatenate([target, mt])
     copies = max(1, int(np.ceil(samples / (2 * n))))  # thousands of faces need no jittered copies
     face = np.repeat(np.arange(2 * n), copies)

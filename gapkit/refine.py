@@ -104,11 +104,12 @@ def from_frame(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return to_frame(inv, pts)
 
 
-def read_crops(images: list[str], matrices: np.ndarray, size: int, ids: list[str] | None = None,
-               progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, dict[int, Problem]]:
-    """(N, S, S, 3) uint8 BGR crops, and {face index: problem} for faces whose image is missing
-    or unreadable (their crops stay black)."""
-    out = np.zeros((len(images), size, size, 3), np.uint8)
+def read_crops(images: list[str], frames: list[tuple[np.ndarray, int]], ids: list[str] | None = None,
+               progress: Callable[[int], None] | None = None) -> tuple[list[np.ndarray], dict[int, Problem]]:
+    """For each frame (matrices (N, 2, 3), side S), (N, S, S, 3) uint8 BGR crops, each image read
+    once for all frames; and {face index: problem} for faces whose image is missing or
+    unreadable (their crops stay black)."""
+    out = [np.zeros((len(images), size, size, 3), np.uint8) for _, size in frames]
     problems: dict[int, Problem] = {}
     last, img = None, None
     for i, path in enumerate(images):
@@ -119,9 +120,10 @@ def read_crops(images: list[str], matrices: np.ndarray, size: int, ids: list[str
             why = "missing image" if not path or not _exists(path) else "unreadable image"
             problems[i] = Problem(path=path, line=None, reason=f"{why} (face {ids[i] if ids else i})")
         else:
-            m = matrices[i]
-            flags = cv2.INTER_AREA if abs(np.linalg.det(m[:, :2])) < 1 else cv2.INTER_LINEAR
-            out[i] = cv2.warpAffine(img, m, (size, size), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+            for crops, (matrices, size) in zip(out, frames, strict=True):
+                m = matrices[i]
+                flags = cv2.INTER_AREA if abs(np.linalg.det(m[:, :2])) < 1 else cv2.INTER_LINEAR
+                crops[i] = cv2.warpAffine(img, m, (size, size), flags=flags, borderMode=cv2.BORDER_REPLICATE)
         if progress:
             progress(1)
     return out, problems
@@ -198,11 +200,17 @@ def _tensor(images: np.ndarray, device: str):
     return to_tensor_batch(images).to(device)
 
 
-def _mirror(images: np.ndarray, pts: np.ndarray, flip: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Crops mirrored left-right and their points relabelled (crop pixel x -> S - 1 - x)."""
+def mirror(images: np.ndarray, pts: np.ndarray, flip: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Crops (N, S, S[, 3]) mirrored left-right and their points (N, K, 2) relabelled."""
+    return np.ascontiguousarray(images[:, :, ::-1]), mirror_points(pts, flip, images.shape[2])
+
+
+def mirror_points(pts: np.ndarray, flip: np.ndarray, size: int) -> np.ndarray:
+    """Crop points (N, K, 2) mirrored in an S-wide crop (x -> S - 1 - x: pixel centres on
+    integers) and relabelled by the scheme's flip permutation."""
     q = pts[:, flip].copy()
-    q[..., 0] = images.shape[2] - 1 - q[..., 0]
-    return np.ascontiguousarray(images[:, :, ::-1]), q
+    q[..., 0] = size - 1 - q[..., 0]
+    return q
 
 
 def train_net(images: np.ndarray, init: np.ndarray, target: np.ndarray, scheme: LandmarkScheme,
@@ -266,9 +274,9 @@ def run_net(net, images: np.ndarray, init: np.ndarray, flip: np.ndarray | None, 
             x, p = images[i:i + batch_size], init[i:i + batch_size]
             r = net(_tensor(x, device), torch.from_numpy(p.astype(np.float32)).to(device))[-1].cpu().numpy()
             if flip is not None:
-                mx, mp = _mirror(x, p, flip)
+                mx, mp = mirror(x, p, flip)
                 q = net(_tensor(mx, device), torch.from_numpy(mp.astype(np.float32)).to(device))[-1].cpu().numpy()
-                _, q = _mirror(mx, q, flip)
+                _, q = mirror(mx, q, flip)
                 r = (r + q) / 2
             out[i:i + batch_size] = r
     return out
@@ -304,16 +312,15 @@ def fit(images: list[str], init: np.ndarray, target: np.ndarray, mean_target: np
         methods = ["cascade"] if n_all < cfg.small_data else ["cascade", "cnn"]
     else:
         methods = [cfg.method]
-    views, bad = {}, {}
-    for m in methods:
-        ref = reference_frame(mean_target, crop_size(m, cfg))
-        mat = frame_matrices(init, ref)
-        crops, bad = read_crops(images, mat, crop_size(m, cfg), ids)
-        views[m] = (ref, _grey(crops) if m == "cascade" else crops, to_frame(mat, init), to_frame(mat, target))
+    refs = [reference_frame(mean_target, crop_size(m, cfg)) for m in methods]
+    mats = [frame_matrices(init, ref) for ref in refs]
+    crops, bad = read_crops(images, [(mat, crop_size(m, cfg)) for m, mat in zip(methods, mats, strict=True)], ids)
     ok = np.setdiff1d(np.arange(n_all), list(bad))
     if len(ok) < 10:
         raise AdapterError(f"only {len(ok)} of {n_all} pairs have a readable image; an image refinement needs 10")
-    views = {m: (ref, c[ok], p0[ok], p1[ok]) for m, (ref, c, p0, p1) in views.items()}
+    views = {m: (ref, _grey(c[ok]) if m == "cascade" else c[ok], to_frame(mat[ok], init[ok]),
+                 to_frame(mat[ok], target[ok]))
+             for m, ref, mat, c in zip(methods, refs, mats, crops, strict=True)}
     n = len(ok)
     cfg = cfg.model_copy(update={"steps": min(cfg.steps, max(200, math.ceil(cfg.epochs * n / cfg.batch_size)))})
     rng = np.random.default_rng(cfg.seed + 7)
@@ -446,7 +453,7 @@ class Refiner:
         for i in range(0, len(init), chunk):
             part = init[i:i + chunk]
             m = frame_matrices(part, self.ref)
-            crops, bad = read_crops(images[i:i + chunk], m, size, ids[i:i + chunk] if ids else None)
+            (crops,), bad = read_crops(images[i:i + chunk], [(m, size)], ids[i:i + chunk] if ids else None)
             ok = np.ones(len(part), bool)
             ok[list(bad)] = False
             problems += bad.values()
