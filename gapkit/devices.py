@@ -18,6 +18,17 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+def bf16_native(device: str) -> bool:
+    """Whether ``device`` computes bfloat16 in hardware: a CUDA GPU that supports it, or a CPU
+    with AVX512-BF16 or AMX. Elsewhere bf16 autocast is emulated and slower than float32."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, so looked up with care
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
 def available_cores() -> int:
     """The CPU cores this process may run on (its affinity mask, not the machine's count)."""
     import os

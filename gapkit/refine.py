@@ -59,6 +59,7 @@ class RefineConfig(Settings):
     val_frac: float = 0.1
     seed: int = 0
     device: str = "auto"
+    amp: bool = True  # the CNN in bfloat16 autocast where the device computes it natively (see bf16_native)
     cascade_size: int = 160  # the descriptor cascade's crop side (px)
     cascade_cells: tuple[float, ...] = (6.0, 3.0)  # descriptor cell sizes (crop px)
     cascade_stages: int = 3
@@ -248,10 +249,11 @@ def train_net(images: np.ndarray, init: np.ndarray, target: np.ndarray, scheme: 
         p0 = p0 + rng.normal(0, cfg.jitter, (bs, 1, 2)) * 0.5 + rng.normal(0, cfg.jitter, (bs, k, 2)) * 0.5
         mask = torch.from_numpy((~np.isnan(p1).any(-1)).astype(np.float32)).to(device)
         y = torch.from_numpy(np.nan_to_num(p1).astype(np.float32)).to(device)
-        outs = net(_tensor(imgs, device), torch.from_numpy(p0.astype(np.float32)).to(device))
+        with _autocast(device, cfg.amp):
+            outs = net(_tensor(imgs, device), torch.from_numpy(p0.astype(np.float32)).to(device))
         loss = 0.0
         for s, out in enumerate(outs):
-            d = torch.sqrt(((out - y) ** 2).sum(-1) + 1e-6)
+            d = torch.sqrt(((out.float() - y) ** 2).sum(-1) + 1e-6)
             loss = loss + (0.5 if s < len(outs) - 1 else 1.0) * (d * mask).sum() / mask.sum().clamp(min=1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -262,14 +264,24 @@ def train_net(images: np.ndarray, init: np.ndarray, target: np.ndarray, scheme: 
     return net.eval()
 
 
+def _autocast(device: str, amp: bool):
+    """bfloat16 autocast for the CNN where ``amp`` is on and the device computes it natively."""
+    import torch
+
+    from gapkit.devices import bf16_native
+
+    on = amp and bf16_native(device)
+    return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=on)
+
+
 def run_net(net, images: np.ndarray, init: np.ndarray, flip: np.ndarray | None, device: str,
-            batch_size: int = 64) -> np.ndarray:
+            batch_size: int = 64, amp: bool = False) -> np.ndarray:
     """Refined crop points (N, K, 2); with ``flip`` (the scheme's permutation), the mean of the
     crop and its mirror image."""
     import torch
 
     out = np.empty_like(init, dtype=float)
-    with torch.inference_mode():
+    with torch.inference_mode(), _autocast(device, amp):
         for i in range(0, len(images), batch_size):
             x, p = images[i:i + batch_size], init[i:i + batch_size]
             r = net(_tensor(x, device), torch.from_numpy(p.astype(np.float32)).to(device))[-1].cpu().numpy()
@@ -360,7 +372,7 @@ def fit(images: list[str], init: np.ndarray, target: np.ndarray, mean_target: np
         _, crops, p0, _ = views[m]
         test_flip = flip if cfg.flip_test else None
         if m == "cnn":
-            return run_net(model[1], crops[idx], p0[idx], test_flip, device)
+            return run_net(model[1], crops[idx], p0[idx], test_flip, device, amp=cfg.amp)
         return cascade.run_cascade(model[0], crops[idx], p0[idx], cfg.cascade_cells, test_flip)
 
     shape_err = np.concatenate([_crop_nme(views[methods[0]][2][v], views[methods[0]][3][v], scheme, normaliser)
@@ -438,7 +450,7 @@ class Refiner:
         flip = np.array(self.scheme.flip) if self.cfg.flip_test else None
         if self.method == "cascade":
             return cascade.run_cascade(self.state, _grey(crops), pts, self.cfg.cascade_cells, flip)
-        return run_net(self.net, crops, pts, flip, self._device)
+        return run_net(self.net, crops, pts, flip, self._device, amp=self.cfg.amp)
 
     def __call__(self, images: list[str], init: np.ndarray, ids: list[str] | None = None, chunk: int = 256,
                  progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, list[Problem]]:

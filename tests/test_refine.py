@@ -107,6 +107,17 @@ def test_refinement_recovers_an_offset_only_the_image_shows(request, kind):
     assert rep.refined_nme_pct < rep.shape_nme_pct
 
 
+def test_the_cnn_learns_as_well_in_float32_as_in_bf16_autocast(dots):
+    # amp (the default) takes bfloat16 only where the device computes it natively
+    # (devices.bf16_native); elsewhere both fits run float32.
+    bf16, _, train, (src, tgt, images), _ = dots
+    f32, rep = fitted(*train, small_data=0, amp=False)
+    assert rep.used and bf16.refiner.cfg.amp and not f32.refiner.cfg.amp
+    shape_only = score(f32.predict(src), tgt)
+    for adapter in (bf16, f32):
+        assert score(adapter.predict_images(src, images)[0], tgt) < 0.3 * shape_only
+
+
 def test_auto_fits_the_cascade_on_few_pairs_and_keeps_the_better_kind_on_more(dots):
     *_, (src, tgt, images), _ = dots
     _, few = fitted(src[:60], tgt[:60], images[:60], base={**TINY, **TINY_CASCADE}, method="auto")
