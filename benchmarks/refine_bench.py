@@ -7,7 +7,7 @@ then its image refinement (``LabelAdapter.fit_images``), timing each, and scores
 LFPW test faces. The anchor, dlib's pretrained 68-point model (trained on the 300-W training
 sets), runs in a side environment (``--dlib-python``; ``pip install dlib-bin numpy
 face-recognition-models``) on dlib's own face detections. Prints NME(inter_ocular) with
-95% face-bootstrap intervals, the paired differences, fit seconds and apply faces/s, and
+95% face-bootstrap intervals (and over the jaw and the other points apart), the paired differences, fit seconds and apply faces/s, and
 writes ``results.json``, ``ced.png`` and ``overlays.png`` under ``--out``.
 
     make refine-bench     # both side environments, the pairs, then this script; or by hand:
@@ -30,7 +30,7 @@ from gapkit.adapt import FitConfig, LabelAdapter, pair_records
 from gapkit.bench.stats import cell_interval, difference
 from gapkit.devices import set_threads
 from gapkit.faceset import load
-from gapkit.metrics import summary
+from gapkit.metrics import point_errors, summary
 from gapkit.refine import RefineConfig
 
 from side_process import run_side
@@ -83,9 +83,14 @@ def main() -> None:
         s = summary(pred, tgt_test, scheme, per_face=True)
         per_face[name] = s.pop("per_face_nme")
         ci = cell_interval(per_face[name][None])
+        # Where the error is: the outline (where labelling conventions differ) against the rest.
+        e = point_errors(pred, tgt_test, scheme)
+        on_jaw = np.isin(np.arange(scheme.num_points), scheme.groups["jaw"])
+        jaw, inner = 100 * np.nanmean(e[:, on_jaw]), 100 * np.nanmean(e[:, ~on_jaw])
         rows.append(dict(method=name, nme_pct=s["nme_pct"], ci=[ci.lo, ci.hi], fr=s["fr@0.08"], auc=s["auc@0.08"],
-                         **extra))
-        print(f"{name:34s} NME {ci}  FR {100 * s['fr@0.08']:.1f}%  AUC {s['auc@0.08']:.3f}  {extra}", flush=True)
+                         jaw_pct=round(jaw, 3), other_points_pct=round(inner, 3), **extra))
+        print(f"{name:34s} NME {ci}  FR {100 * s['fr@0.08']:.1f}%  AUC {s['auc@0.08']:.3f}  "
+              f"jaw {jaw:.2f}%  other points {inner:.2f}%  {extra}", flush=True)
 
     if args.dlib_python:
         res = run_dlib(args.dlib_python, [by_id[pairs.ids[i]] for i in full_size], test_recs)
