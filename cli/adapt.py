@@ -95,7 +95,8 @@ def fit(
     max_pairs: Annotated[int | None, typer.Option(help="fit on a seeded random subset of this many pairs")] = None,
     images: Annotated[bool, typer.Option(
         "--images", help="add the image refinement stage, read from the target records' images")] = False,
-    refine_steps: Annotated[int, typer.Option(help="training steps of the image refinement (each fit)")] = 2500,
+    refine_steps: Annotated[int | None, typer.Option(
+        help="training steps of the image refinement's CNN (each fit); default RefineConfig.steps")] = None,
     refine: Annotated[list[str] | None, typer.Option(
         "--refine", help="an image refinement setting KEY=VALUE (repeatable; gapkit.refine.RefineConfig), "
                          "e.g. method=cnn or size=96")] = None,
@@ -133,7 +134,8 @@ def fit(
                               progress=lambda e, n: bar.update(task, completed=e))
         refined = None
         if images:
-            rcfg = RefineConfig(**{"steps": refine_steps, "device": device, "seed": seed, **parse_opts(refine)})
+            steps = {} if refine_steps is None else {"steps": refine_steps}
+            rcfg = RefineConfig(**{**steps, "device": device, "seed": seed, **parse_opts(refine)})
             with progress_bar("image refinement") as bar:
                 task = bar.add_task("", total=None)
                 refined = adapter.fit_images(pairs.source, pairs.target, pairs.images, rcfg, ids=pairs.ids,
