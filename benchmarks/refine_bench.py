@@ -7,8 +7,9 @@ then its image refinement (``LabelAdapter.fit_images``), timing each, and scores
 LFPW test faces. The anchor, dlib's pretrained 68-point model (trained on the 300-W training
 sets), runs in a side environment (``--dlib-python``; ``pip install dlib-bin numpy
 face-recognition-models``) on dlib's own face detections. Prints NME(inter_ocular) with
-95% face-bootstrap intervals (and over the jaw and the other points apart), the paired differences, fit seconds and apply faces/s, and
-writes ``results.json``, ``ced.png`` and ``overlays.png`` under ``--out``.
+95% face-bootstrap intervals, the NME over the jaw and over the other points, the paired
+differences, fit seconds and apply faces/s, and writes ``results.json``, ``ced.png`` and
+``overlays.png`` under ``--out``.
 
     make refine-bench     # both side environments, the pairs, then this script; or by hand:
     python examples/real_pairs_mediapipe.py ../shared/data/300w ../shared/data/300w_extra runs/pairs/mp468.jsonl

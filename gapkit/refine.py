@@ -7,7 +7,8 @@ integers. A small CNN computes feature maps once (strides 2, 4 and 8); for every
 features sampled on small windows around its current position, with a pooled summary of
 the whole face, feed a per-point head that predicts an offset. Three such steps run in
 cascade, each starting where the last stopped.
-The heads start at zero, so an untrained refiner returns the shape adapter's answer.
+The heads start at zero, so an untrained refiner returns the shape adapter's answer. The CNN
+runs in bfloat16 autocast where the device computes bf16 natively (``RefineConfig.amp``).
 
 That CNN needs hundreds of faces. Below ``small_data`` pairs the default (``method="auto"``)
 fits the descriptor cascade of :mod:`gapkit.cascade` instead; from there it trains both and keeps
