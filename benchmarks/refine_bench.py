@@ -87,11 +87,11 @@ def main() -> None:
         # Where the error is: the outline (where labelling conventions differ) against the rest.
         e = point_errors(pred, tgt_test, scheme)
         on_jaw = np.isin(np.arange(scheme.num_points), scheme.groups["jaw"])
-        jaw, inner = 100 * np.nanmean(e[:, on_jaw]), 100 * np.nanmean(e[:, ~on_jaw])
+        jaw, other = 100 * np.nanmean(e[:, on_jaw]), 100 * np.nanmean(e[:, ~on_jaw])
         rows.append(dict(method=name, nme_pct=s["nme_pct"], ci=[ci.lo, ci.hi], fr=s["fr@0.08"], auc=s["auc@0.08"],
-                         jaw_pct=round(jaw, 3), other_points_pct=round(inner, 3), **extra))
+                         jaw_pct=round(jaw, 3), other_points_pct=round(other, 3), **extra))
         print(f"{name:34s} NME {ci}  FR {100 * s['fr@0.08']:.1f}%  AUC {s['auc@0.08']:.3f}  "
-              f"jaw {jaw:.2f}%  other points {inner:.2f}%  {extra}", flush=True)
+              f"jaw {jaw:.2f}%  other points {other:.2f}%  {extra}", flush=True)
 
     if args.dlib_python:
         res = run_dlib(args.dlib_python, [by_id[pairs.ids[i]] for i in full_size], test_recs)

@@ -3,6 +3,8 @@ the CPU. Jobs resolve their configured device once and hand the result to every 
 
 from __future__ import annotations
 
+import functools
+
 from gapkit.errors import ConfigError
 
 
@@ -18,6 +20,7 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+@functools.cache  # the hardware does not change; the CNN asks at every training step
 def bf16_native(device: str) -> bool:
     """Whether ``device`` computes bfloat16 in hardware: a CUDA GPU that supports it, or a CPU
     with AVX512-BF16 or AMX. Elsewhere bf16 autocast is emulated and slower than float32."""
