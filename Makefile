@@ -62,7 +62,7 @@ runs/pairs/mp468.jsonl: $(MP_VENV)/.installed
 	$(MP_VENV)/bin/python examples/real_pairs_mediapipe.py ../shared/data/300w ../shared/data/300w_extra $@
 
 refine-bench: setup $(DLIB_VENV)/.models runs/pairs/mp468.jsonl
-	$(PY) benchmarks/refine_bench.py --pairs runs/pairs/mp468.jsonl --dlib-python $(DLIB_VENV)/bin/python
+	$(PY) benchmarks/refine_bench.py --pairs runs/pairs/mp468.jsonl --dlib-python $(DLIB_VENV)/bin/python --ert
 
 clean:
 	rm -rf $(VENV) $(MP_VENV) .pytest_cache build *.egg-info

@@ -6,7 +6,10 @@ LFPW test is never fitted on, selected on or stopped on) the script fits the sha
 then its image refinement (``LabelAdapter.fit_images``), timing each, and scores both on the
 LFPW test faces. The anchor, dlib's pretrained 68-point model (trained on the 300-W training
 sets), runs in a side environment (``--dlib-python``; ``pip install dlib-bin numpy
-face-recognition-models``) on dlib's own face detections. Prints NME(inter_ocular) with
+face-recognition-models``) on dlib's own face detections. With ``--ert``, dlib's ERT trainer
+(``ert_dlib.py``, the options of ``detector_vs_ert.py``) is also trained on each size's training
+faces and their 300-W labels, started from the box around MediaPipe's points (the same input
+the adapter has), as the anchor "the same trainer on the same faces". Prints NME(inter_ocular) with
 95% face-bootstrap intervals, the NME over the jaw and over the other points, the paired
 differences, fit seconds and apply faces/s, and writes ``results.json``, ``ced.png`` and
 ``overlays.png`` under ``--out``.
@@ -34,6 +37,7 @@ from gapkit.faceset import load
 from gapkit.metrics import point_errors, summary
 from gapkit.refine import RefineConfig
 
+from detector_vs_ert import ERT_OPTIONS
 from side_process import run_side
 
 
@@ -47,6 +51,17 @@ def run_dlib(python: str, calibrate, test) -> dict:
     return run_side(python, "dlib68_side.py", job)
 
 
+def run_ert(python: str, images: list[str], source: np.ndarray, target: np.ndarray, train_idx: np.ndarray,
+            test_idx: np.ndarray, threads: int) -> dict:
+    """dlib's ERT trained on ``train_idx`` faces, each face's box the extent of its source points."""
+    lo, hi = np.nanmin(source, axis=1), np.nanmax(source, axis=1)
+    box = np.concatenate([lo, hi], axis=1).tolist()  # [left, top, right, bottom]
+    job = {"train": [[images[i], box[i], target[i].tolist()] for i in train_idx],
+           "test": [[images[i], box[i]] for i in test_idx],
+           "options": ERT_OPTIONS | {"num_threads": threads, "random_seed": "0"}}
+    return run_side(python, "ert_dlib.py", job)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", default="runs/pairs/mp468.jsonl")
@@ -56,6 +71,7 @@ def main() -> None:
     ap.add_argument("--depth", action="store_true", help="the refined adapter also reads MediaPipe's z")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dlib-python", default=None)
+    ap.add_argument("--ert", action="store_true", help="also train dlib's ERT on each size (needs --dlib-python)")
     ap.add_argument("--shape-only", action="store_true", help="skip the image refinement (seconds, not minutes)")
     ap.add_argument("--out", default="runs/refine-bench")
     args = ap.parse_args()
@@ -115,6 +131,10 @@ def main() -> None:
         zt = None if z is None else z[test_idx]
         shape = a.predict(pairs.source[test_idx], zt)
         score(f"shape-only ({a.head}), {n} pairs", shape, fit_s=round(shape_s, 1))
+        if args.ert and args.dlib_python:
+            res = run_ert(args.dlib_python, pairs.images, pairs.source, pairs.target, idx, test_idx, args.threads)
+            score(f"dlib ERT trainer, {n} pairs", res["pred"], fit_s=round(res["train_s"], 1),
+                  faces_per_s=round(len(test_idx) / res["predict_s"], 1))
         if args.shape_only:
             continue
         t = time.perf_counter()
