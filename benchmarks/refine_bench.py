@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -160,9 +161,16 @@ def main() -> None:
             d = difference(per_face[a_name][None], per_face[b_name][None])
             diffs.append(dict(a=a_name, b=b_name, diff=d.mean, ci=[d.lo, d.hi], verdict=_verdict(d, a_name, b_name)))
             print(f"  {a_name} - {b_name}: {d}  ({_verdict(d, a_name, b_name)})")
-    (out / "results.json").write_text(json.dumps({"rows": rows, "differences": diffs}, indent=1))
+    (out / "results.json").write_text(json.dumps(
+        {"rows": rows, "differences": diffs, "per_face_nme": {k: v.tolist() for k, v in per_face.items()}}, indent=1))
     _figures(out, per_face, test_recs, preds, tgt_test)
     print(f"wrote {out}/results.json, ced.png, overlays.png")
+
+
+def _size(name: str) -> int | None:
+    """The training size in a row name ("refined, 226 pairs" -> 226); None for the anchors."""
+    m = re.search(r"(\d+) pairs", name)
+    return int(m.group(1)) if m else None
 
 
 def _figures(out: Path, per_face: dict, test_recs, preds: dict, tgt: np.ndarray) -> None:
@@ -174,12 +182,20 @@ def _figures(out: Path, per_face: dict, test_recs, preds: dict, tgt: np.ndarray)
 
     from gapkit.metrics import ced
 
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    # One colour per training size; dashed shape-only, solid refined, dotted ERT. The depth
+    # variants and ERT below the largest size stay in results.json, off the plot.
+    sizes = sorted({n for n in map(_size, per_face) if n})
+    colour = dict(zip(sizes, ["#ff9100", "#aa00ff", "#2979ff", "#00897b"], strict=False))
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for name, e in per_face.items():
+        n = _size(name)
+        if "+ z" in name or ("ERT" in name and n != sizes[-1]):
+            continue
+        ls = "--" if "shape" in name else ":" if "ERT" in name else "-"
         x, y = ced(e)
-        ax.plot(100 * x, y, label=f"{name} ({100 * e.mean():.2f}%)", ls="--" if "shape" in name else "-")
+        ax.plot(100 * x, y, ls=ls, color=colour.get(n, "black"), label=f"{name} ({100 * e.mean():.2f}%)")
     ax.set(xlabel="NME(inter_ocular) %", ylabel="share of LFPW test faces", xlim=(0, 8), ylim=(0, 1))
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "ced.png", dpi=120)
