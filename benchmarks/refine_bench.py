@@ -9,14 +9,14 @@ sets), runs in a side environment (``--dlib-python``; ``pip install dlib-bin num
 face-recognition-models``) on dlib's own face detections. With ``--ert``, dlib's ERT trainer
 (``ert_dlib.py``, the options of ``detector_vs_ert.py``) is also trained on each size's training
 faces and their 300-W labels, started from the box around MediaPipe's points (the same input
-the adapter has), as the anchor "the same trainer on the same faces". Prints NME(inter_ocular) with
-95% face-bootstrap intervals, the NME over the jaw and over the other points, the paired
+the adapter has): the anchor "the same trainer on the same faces". Prints NME(inter_ocular)
+with 95% face-bootstrap intervals, the NME over the jaw and over the other points, the paired
 differences, fit seconds and apply faces/s, and writes ``results.json``, ``ced.png`` and
 ``overlays.png`` under ``--out``.
 
     make refine-bench     # both side environments, the pairs, then this script; or by hand:
     python examples/real_pairs_mediapipe.py ../shared/data/300w ../shared/data/300w_extra runs/pairs/mp468.jsonl
-    python benchmarks/refine_bench.py --pairs runs/pairs/mp468.jsonl --dlib-python /path/to/dlibenv/bin/python
+    python benchmarks/refine_bench.py --pairs runs/pairs/mp468.jsonl --dlib-python /path/to/dlibenv/bin/python --ert
 
 ``--shape-only`` skips the refinement (seconds); ``--depth`` gives the refined adapter MediaPipe's z.
 """
@@ -76,6 +76,8 @@ def main() -> None:
     ap.add_argument("--shape-only", action="store_true", help="skip the image refinement (seconds, not minutes)")
     ap.add_argument("--out", default="runs/refine-bench")
     args = ap.parse_args()
+    if args.ert and not args.dlib_python:
+        ap.error("--ert trains dlib's ERT in the side environment: give --dlib-python too")
     set_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -132,7 +134,7 @@ def main() -> None:
         zt = None if z is None else z[test_idx]
         shape = a.predict(pairs.source[test_idx], zt)
         score(f"shape-only ({a.head}), {n} pairs", shape, fit_s=round(shape_s, 1))
-        if args.ert and args.dlib_python:
+        if args.ert:
             res = run_ert(args.dlib_python, pairs.images, pairs.source, pairs.target, idx, test_idx, args.threads)
             score(f"dlib ERT trainer, {n} pairs", res["pred"], fit_s=round(res["train_s"], 1),
                   faces_per_s=round(len(test_idx) / res["predict_s"], 1))
