@@ -5,4 +5,6 @@ batched, in 0-based pixel (x, y) with the origin at the top-left corner of the t
 pixel. NaN marks a missing point. Readers and writers convert to and from file conventions.
 """
 
-__version__ = "0.1.0"
+from gapkit.version import __version__
+
+__all__ = ["__version__"]

@@ -133,7 +133,7 @@ def test_load_refuses_other_schemes_and_other_files(tmp_path):
     with pytest.raises(AdapterError, match="expects source scheme 'ibug68'.*'wflw98'"):
         LabelAdapter.load(tmp_path / "a.gka", source="wflw98")
     (tmp_path / "junk.gka").write_text("not a zip")
-    with pytest.raises(AdapterError, match="junk.gka: not a gapkit adapter file"):
+    with pytest.raises(AdapterError, match="junk.gka: not a readable gapkit adapter file"):
         LabelAdapter.load(tmp_path / "junk.gka")
 
 

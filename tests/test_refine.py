@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from gapkit.adapt import AdapterError, FitConfig, LabelAdapter
 from gapkit.cli.main import app
+from gapkit.faceset import FaceSet
 from gapkit.formats.manifest import read_manifest, write_manifest
 from gapkit.metrics import nme
 from gapkit.records import FaceRecord, chirality
@@ -266,7 +267,7 @@ def test_gap_report_stage_uses_the_images(dots, tmp_path):
     src_recs, _ = _records(*test)
     src_recs[2] = src_recs[2].model_copy(update={"image": str(tmp_path / "gone.png")})
     problems: list = []
-    stages = _prepare_a(src_recs, "aflw19", adapter, problems)
+    stages = _prepare_a(FaceSet(src_recs), "aflw19", adapter, problems)
     want = adapter.predict_records(src_recs)[0]
     np.testing.assert_array_equal(stages["after adapter"], want)
     assert not np.allclose(want, adapter.predict(test[0]))
@@ -274,7 +275,7 @@ def test_gap_report_stage_uses_the_images(dots, tmp_path):
 
 
 def test_the_cascade_leaves_a_point_labelled_on_no_face_where_it_was():
-    from gapkit import cascade
+    from gapkit.refine import cascade
 
     rng = np.random.default_rng(0)
     crops = rng.integers(0, 255, (12, 48, 48), dtype=np.uint8)

@@ -14,18 +14,21 @@ import hashlib
 import io
 import json
 import time
-import zipfile
+import warnings
+from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from gapkit import __version__
 from gapkit.detect import BoxCalibration
+from gapkit.devices import resolve_device
 from gapkit.errors import InputError, ModelError
 from gapkit.files import atomic_open
+from gapkit.modelfile import DETECTOR, pack_arrays, read_model_file, weights_digest, write_model_file
 from gapkit.schemes import get_scheme
+from gapkit.version import __version__
 
 FILE_KIND = "gapkit-detector"
 FILE_VERSION = 1
@@ -76,8 +79,6 @@ def ids_digest(ids: list[str]) -> str:
 def trained_detector(net, cfg, sources, strategy: str = "real_only", calibration: BoxCalibration | None = None,
                      detector: str | None = None) -> Detector:
     """A :class:`Detector` for ``net`` just trained with ``cfg`` (a TrainConfig) on ``sources``."""
-    from dataclasses import asdict
-
     crops = [s.crops for s in sources]
     parts = [{"n": len(c), "share": s.share, "digest": ids_digest(c.ids)} for s, c in zip(sources, crops, strict=True)]
     meta = ModelMeta(scheme=crops[0].scheme.name, num_points=net.num_points, backbone=cfg.backbone, width=cfg.width,
@@ -106,62 +107,37 @@ class Detector:
         return f"gapkit:{stem}@{self.meta.weights_sha256[:12]}"
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
-        arrays = {k: v.detach().cpu().numpy() for k, v in self.net.state_dict().items()}
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        data = buf.getvalue()
-        self.meta.weights_sha256 = hashlib.sha256(data).hexdigest()
+        """Write the model file (:mod:`gapkit.modelfile`), its weights' digest in its meta."""
+        data = pack_arrays({k: v.detach().cpu().numpy() for k, v in self.net.state_dict().items()})
+        self.meta.weights_sha256 = weights_digest(data)
         self.meta.created = self.meta.created or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        with atomic_open(path, "wb", overwrite=overwrite) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as z:
-            z.writestr("meta.json", self.meta.model_dump_json(indent=1))
-            z.writestr("weights.npz", data)
-        self.path = Path(path)
+        self.path = write_model_file(path, DETECTOR, self.meta, data, overwrite=overwrite)
         return self.path
 
     @classmethod
     def load(cls, path: str | Path, scheme: str | None = None) -> Detector:
         """Read a model file; ``scheme``, when given, must be the one it predicts."""
-        import torch
+        import torch  # deferred: reading a model's metadata (and this module) must not import torch
 
-        from gapkit.train.model import LandmarkNet
+        from gapkit.train.model import LandmarkNet  # imports torch at the top
 
-        p = Path(path)
-        if not p.is_file():
-            raise InputError(f"{p}: no such model file")
+        file = read_model_file(path, DETECTOR)
+        meta = file.meta_as(ModelMeta)
+        _check_scheme(meta, file.path, scheme)
         try:
-            with zipfile.ZipFile(p) as z:
-                raw = json.loads(z.read("meta.json"))
-                data = z.read("weights.npz")
-        except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as exc:
-            raise ModelError(f"{p}: not a readable gapkit model file ({exc})") from None
-        if not isinstance(raw, dict) or raw.get("kind") != FILE_KIND:
-            raise ModelError(f"{p}: not a gapkit model file (meta.json kind is not {FILE_KIND!r})")
-        if raw.get("file_version") != FILE_VERSION:
-            raise ModelError(f"{p}: model file version {raw.get('file_version')!r}; this gapkit reads {FILE_VERSION}")
-        try:
-            meta = ModelMeta(**raw)
-        except Exception as exc:
-            raise ModelError(f"{p}: meta.json does not describe a model ({exc})") from None
-        if hashlib.sha256(data).hexdigest() != meta.weights_sha256:
-            raise ModelError(f"{p}: the weights do not match their digest: the file is corrupt")
-        _check_scheme(meta, p, scheme)
-        try:
-            arrays = np.load(io.BytesIO(data), allow_pickle=False)
-            state = {k: torch.from_numpy(arrays[k].copy()) for k in arrays.files}
+            state = {k: torch.from_numpy(v.copy()) for k, v in file.arrays().items()}
             net = LandmarkNet(meta.num_points, meta.width, meta.backbone)
             net.load_state_dict(state)
         except (ValueError, RuntimeError, KeyError) as exc:
-            raise ModelError(f"{p}: the weights do not fit the model it describes ({exc})") from None
-        return cls(net.eval(), meta, p)
+            raise ModelError(f"{file.path}: the weights do not fit the model it describes ({exc})") from None
+        return cls(net.eval(), meta, file.path)
 
     def to(self, device: str) -> Detector:
-        from gapkit.devices import resolve_device
-
         self.net = self.net.to(resolve_device(device))
         return self
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        import torch
+        import torch  # deferred: this module must not import torch (see load)
 
         dev = next(self.net.parameters()).device
         with torch.inference_mode():
@@ -176,7 +152,7 @@ class OnnxDetector:
         if not p.is_file():
             raise InputError(f"{p}: no such model file")
         try:
-            import onnxruntime as ort
+            import onnxruntime as ort  # deferred: an optional extra (gapkit[onnx])
         except ImportError:
             raise ModelError("running an .onnx model needs onnxruntime (pip install 'gapkit[onnx]')") from None
         opts = ort.SessionOptions()
@@ -236,12 +212,10 @@ def merge_flipped(p: np.ndarray, q: np.ndarray, flip: list[int], width: int) -> 
 
 def export_onnx(model: Detector, out: str | Path, overwrite: bool = False, opset: int = 17) -> Path:
     """Write ``model`` as ONNX (dynamic batch; output crop-pixel points) with its metadata."""
-    import warnings
-
-    import torch
+    import torch  # deferred: this module must not import torch (see Detector.load)
 
     try:
-        import onnx
+        import onnx  # deferred: an optional extra (gapkit[onnx])
     except ImportError:
         raise ModelError("export needs onnx (pip install 'gapkit[onnx]')") from None
 

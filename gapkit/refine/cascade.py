@@ -1,4 +1,4 @@
-"""Descriptor cascade: the image refiner that learns from tens of faces.
+"""The descriptor cascade: the image refiner that learns from tens of faces.
 
 Cascaded regression on fixed features, in the manner of the supervised descent method
 (Xiong & De la Torre, 2013): at each point a histogram-of-gradients descriptor (8 orientation
@@ -20,7 +20,10 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from gapkit.refine import mirror, mirror_points
+from gapkit.refine.base import ImageRefiner
+from gapkit.refine.config import RefineConfig
+from gapkit.refine.frame import grey, mirror, mirror_points
+from gapkit.schemes import LandmarkScheme
 
 ORIENTATIONS = 8
 GRID = np.array([(i, j) for j in (-1.5, -0.5, 0.5, 1.5) for i in (-1.5, -0.5, 0.5, 1.5)])  # cell centres
@@ -103,7 +106,24 @@ def train_cascade(crops: np.ndarray, init: np.ndarray, target: np.ndarray, flip:
     (``jitter`` px per face and per point) up to about ``samples`` in all. Returns the state:
     mean (T, K, D), weight (T, K, D, 2), bias (T, K, 2)."""
     rng = np.random.default_rng(seed)
-    n, k = init.shape[:2]
+    crops2, face, cur, goal, plain, fold = _samples(crops, init, target, flip, samples, jitter, folds, rng)
+    a = np.asarray(strengths, float)
+    state = {key: [] for key in STATE_KEYS}
+    for _ in range(stages):
+        feats = _features(crops2, face, cur, cells)
+        *arrays, cur = _stage(feats, cur, goal, fold, plain, a, folds)
+        for key, val in zip(STATE_KEYS, arrays, strict=True):
+            state[key].append(val)
+        if progress:
+            progress(1)
+    return {key: np.stack(v).astype(np.float32) for key, v in state.items()}
+
+
+def _samples(crops: np.ndarray, init: np.ndarray, target: np.ndarray, flip: np.ndarray, samples: int,
+             jitter: float, folds: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """The training starts: grey crops of the faces and their mirrors (2N, S, S); for each start
+    its crop index, points, goal, whether it is a face's own unjittered start, and its fold."""
+    n = len(init)
     mc, mi = mirror(crops, init, flip)
     mt = mirror_points(target, flip, crops.shape[2])
     crops2, init2, target2 = np.concatenate([crops, mc]), np.concatenate([init, mi]), np.concatenate([target, mt])
@@ -117,44 +137,53 @@ def train_cascade(crops: np.ndarray, init: np.ndarray, target: np.ndarray, flip:
     plain = np.zeros(len(cur), bool)
     plain[::copies] = True
     fold = (rng.permutation(n) % folds)[face % n]  # a face and its mirror share a fold
-    a = np.asarray(strengths, float)
-    state = {key: [] for key in STATE_KEYS}
-    for _ in range(stages):
-        feats = _features(crops2, face, cur, cells)
-        delta = goal - cur
-        nxt = cur.copy()
-        mean, weight, bias = (np.empty((k, feats.shape[2])), np.empty((k, feats.shape[2], 2)), np.empty((k, 2)))
-        err = np.zeros((k, len(a)))
-        fits = []
-        for j in range(k):
-            ok = ~np.isnan(delta[:, j]).any(-1)
-            f, y = feats[:, j].astype(np.float64), np.nan_to_num(delta[:, j])
-            per_fold = [_stats(f[ok & (fold == v)], y[ok & (fold == v)]) for v in range(folds)]
-            total = tuple(sum(p[i] for p in per_fold) for i in range(5))
-            cv_w = []
-            for v in range(folds):
-                mu, ybar, g, c = _centred(tuple(t - p for t, p in zip(total, per_fold[v], strict=True)))
-                w = _solve(g, c, a)
-                cv_w.append((mu, ybar, w))
-                held = ok & (fold == v) & plain
-                if held.any():
-                    pred = np.einsum("md,adt->amt", f[held] - mu, w) + ybar
-                    err[j] += np.linalg.norm(pred - y[held], axis=-1).sum(1)
-            fits.append((total, cv_w))
-        best = int(np.argmin(err.sum(0)))  # one strength a stage: one per point is noisier on few faces
-        for j, (total, cv_w) in enumerate(fits):
-            f = feats[:, j].astype(np.float64)
-            mu, ybar, g, c = _centred(total)
-            mean[j], weight[j], bias[j] = mu, _solve(g, c, a[best:best + 1])[0], ybar
-            for v, (mv, yv, w) in enumerate(cv_w):  # out-of-fold outputs for the next stage
-                rows = fold == v
-                nxt[rows, j] += (f[rows] - mv) @ w[best] + yv
-        cur = nxt
-        for key, val in zip(STATE_KEYS, (mean, weight, bias), strict=True):
-            state[key].append(val)
-        if progress:
-            progress(1)
-    return {key: np.stack(v).astype(np.float32) for key, v in state.items()}
+    return crops2, face, cur, goal, plain, fold
+
+
+def _stage(feats: np.ndarray, cur: np.ndarray, goal: np.ndarray, fold: np.ndarray, plain: np.ndarray,
+           a: np.ndarray, folds: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One stage on descriptors (M, K, D) at the current points (M, K, 2): its mean (K, D), weight
+    (K, D, 2) and bias (K, 2) fitted on every start, and the next points, out of fold."""
+    k = cur.shape[1]
+    delta = goal - cur
+    nxt = cur.copy()
+    mean, weight, bias = (np.empty((k, feats.shape[2])), np.empty((k, feats.shape[2], 2)), np.empty((k, 2)))
+    err = np.zeros((k, len(a)))
+    fits = []
+    for j in range(k):
+        total, cv_w, err[j] = _cv_point(feats[:, j].astype(np.float64), delta[:, j], fold, plain, a, folds)
+        fits.append((total, cv_w))
+    best = int(np.argmin(err.sum(0)))  # one strength a stage: one per point is noisier on few faces
+    for j, (total, cv_w) in enumerate(fits):
+        f = feats[:, j].astype(np.float64)
+        mu, ybar, g, c = _centred(total)
+        mean[j], weight[j], bias[j] = mu, _solve(g, c, a[best:best + 1])[0], ybar
+        for v, (mv, yv, w) in enumerate(cv_w):  # out-of-fold outputs for the next stage
+            rows = fold == v
+            nxt[rows, j] += (f[rows] - mv) @ w[best] + yv
+    return mean, weight, bias, nxt
+
+
+def _cv_point(f: np.ndarray, delta: np.ndarray, fold: np.ndarray, plain: np.ndarray, a: np.ndarray,
+              folds: int) -> tuple[tuple, list, np.ndarray]:
+    """One point's k-fold ridge over descriptors f (M, D) and offsets (M, 2): the sums over every
+    start, each fold's (mean, target mean, weights per strength) fitted without it, and the
+    summed held-out error of each strength on the faces' own starts."""
+    ok = ~np.isnan(delta).any(-1)
+    y = np.nan_to_num(delta)
+    per_fold = [_stats(f[ok & (fold == v)], y[ok & (fold == v)]) for v in range(folds)]
+    total = tuple(sum(p[i] for p in per_fold) for i in range(5))
+    err = np.zeros(len(a))
+    cv_w = []
+    for v in range(folds):
+        mu, ybar, g, c = _centred(tuple(t - p for t, p in zip(total, per_fold[v], strict=True)))
+        w = _solve(g, c, a)
+        cv_w.append((mu, ybar, w))
+        held = ok & (fold == v) & plain
+        if held.any():
+            pred = np.einsum("md,adt->amt", f[held] - mu, w) + ybar
+            err += np.linalg.norm(pred - y[held], axis=-1).sum(1)
+    return total, cv_w, err
 
 
 def run_cascade(state: dict[str, np.ndarray], crops: np.ndarray, init: np.ndarray, cells: tuple[float, ...],
@@ -188,3 +217,36 @@ def check_state(state: dict[str, np.ndarray], k: int, cells: tuple[float, ...], 
             raise ValueError(f"cascade array {key} is {None if got is None else got.shape}, expected {shape}")
         if not np.isfinite(got).all():
             raise ValueError(f"cascade array {key} holds NaN or infinity")
+
+
+class CascadeRefiner(ImageRefiner):
+    """The descriptor cascade as an image refiner: grey crops, refitted on every face once kept."""
+
+    name = "cascade"
+    refit_on_all = True
+
+    @staticmethod
+    def crop_size(cfg: RefineConfig) -> int:
+        return cfg.cascade_size
+
+    @staticmethod
+    def prepare(crops: np.ndarray) -> np.ndarray:
+        return grey(crops)
+
+    @staticmethod
+    def work(cfg: RefineConfig) -> int:
+        return 25 * cfg.cascade_stages  # a stage takes about as long as 25 CNN steps
+
+    @classmethod
+    def train(cls, crops: np.ndarray, init: np.ndarray, target: np.ndarray, cfg: RefineConfig,
+              scheme: LandmarkScheme, device: str, tick: Callable[[int], None]) -> CascadeRefiner:
+        state = train_cascade(crops, init, target, np.array(scheme.flip), cells=cfg.cascade_cells,
+                              stages=cfg.cascade_stages, samples=cfg.cascade_samples, jitter=cfg.cascade_jitter,
+                              strengths=cfg.cascade_strengths, seed=cfg.seed, progress=lambda k: tick(25 * k))
+        return cls(cfg, scheme, state)
+
+    def check(self) -> None:
+        check_state(self.state, self.scheme.num_points, self.cfg.cascade_cells, self.cfg.cascade_stages)
+
+    def run(self, crops: np.ndarray, pts: np.ndarray) -> np.ndarray:
+        return run_cascade(self.state, crops, pts, self.cfg.cascade_cells, self.test_flip())
