@@ -28,17 +28,20 @@ def train(
     budget: Annotated[float | None, typer.Option(help="stop after this many seconds (the learning-rate decay "
                                                       "follows the clock)")] = None,
     config: Annotated[Path | None, typer.Option(help="a bench.toml: train one strategy on its data sections")] = None,
-    strategy: Annotated[str, typer.Option(help="with --config: real_only | synthetic_only | data_adapt | "
-                                               "finetune | mix")] = "real_only",
-    alpha: Annotated[float | None, typer.Option(help="with --strategy mix: the synthetic share of a batch")] = None,
+    strategy: Annotated[str, typer.Option(help="with --config: a benchmark strategy that is one model (an "
+                                               "unknown name lists the strategies)")] = "real_only",
+    alpha: Annotated[float | None, typer.Option(help="with --config and a strategy run per alpha (one that mixes "
+                                                     "sets): the synthetic share of a batch [default: the "
+                                                     "config's first alpha]")] = None,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing model file")] = False,
 ) -> None:
     """Train the benchmark's detector into one model file (resumes from OUT.ckpt when killed)."""
+    from gapkit.bench.fit import fit_strategy
     from gapkit.devices import set_threads
     from gapkit.faceset import DataSource
-    from gapkit.train.fit import detector_config, fit_detector, fit_strategy
+    from gapkit.train.fit import detector_config, fit_detector
 
     with job_errors():
         used = set_threads(threads)

@@ -10,6 +10,7 @@ import pytest
 from conftest import tiny_bench_sets
 
 from gapkit.bench import STRATEGIES, BenchConfig, Runner, collect, load_data, write_outputs
+from gapkit.bench.cell import Outcome, Strategy
 from gapkit.bench.config import Grid
 from gapkit.faceset import DataSource
 from gapkit.train import TrainConfig
@@ -192,20 +193,63 @@ def test_benchmark_cli_overrides_and_threads(tiny, tmp_path):
     assert CliRunner().invoke(app, [*args, "--n-real", "ten"]).exit_code == 2
 
 
-def test_a_strategy_cannot_use_what_it_did_not_declare(tiny, monkeypatch):
-    from gapkit.bench import strategies as st
+def _sneaky(cell):
+    return Outcome(cell.adapter.predict(cell.synthetic_on_test), [])
+
+
+def _trains_undeclared(cell):
+    return Outcome(cell.predict(cell.train([cell.real])), [])
+
+
+def _reuses_undeclared(cell):
+    return Outcome(cell.predict(cell.train([cell.real], of="real_only")), [])
+
+
+@pytest.mark.parametrize("declared, match", [
+    (Strategy("real_only", "undeclared need", _sneaky), "does not declare it in its needs"),
+    (Strategy("real_only", "undeclared model", _trains_undeclared, model=None, no_model="x"),
+     "does not declare model='own'"),
+    (Strategy("real_only", "undeclared reuse", _reuses_undeclared), "does not declare it in its reuses"),
+])
+def test_a_strategy_cannot_use_what_it_did_not_declare(tiny, monkeypatch, declared, match):
     from gapkit.errors import ConfigError
 
     cfg, data, out, _ = tiny
-
-    def sneaky(cell):
-        return st.Outcome(cell.adapter.predict(cell.synthetic_on_test), [])
-
-    monkeypatch.setitem(st.STRATEGIES, "real_only", st.Strategy("real_only", "undeclared", sneaky))
+    monkeypatch.setitem(STRATEGIES, "real_only", declared)
     runner = Runner(cfg.model_copy(update={"grid": Grid(n_real=[6], seeds=[9], strategies=["real_only"])}),
-                    out.parent / "sneaky")
-    with pytest.raises(ConfigError, match="does not declare"):
+                    out.parent / f"sneaky-{declared.label.split()[-1]}")
+    with pytest.raises(ConfigError, match=match):
         runner.run(data)
+
+
+def test_each_strategy_model_file_is_the_one_it_declares(tiny):
+    """The model files of a run are exactly the ones the strategies declare as their detectors
+    (finetune's reused data_adapt model is data_adapt's own), each recording its strategy."""
+    from gapkit.train.detector import Detector
+
+    _, _, out, rows = tiny
+    declared = {}
+    for r in rows:
+        s = STRATEGIES[r.strategy]
+        if s.model is not None:
+            declared[s.model_key(r.n_real, r.seed, r.alpha)] = r.strategy
+    assert {p.stem for p in (out / "models").glob("*.gkm")} == set(declared)
+    assert "synthetic_mapped_s0" in declared and "label_adapt_n6_s0" not in declared
+    for key, name in declared.items():
+        assert Detector.load(out / "models" / f"{key}.gkm").meta.strategy == name
+
+
+def test_fresh_discards_exactly_what_the_run_wrote(tiny, tmp_path):
+    import shutil
+
+    _, _, out, rows = tiny
+    run = shutil.copytree(out, tmp_path / "run")
+    wrote = [*(run / "cells").iterdir(), *(run / "models").iterdir()]
+    mine = [run / "cells" / "notes.json", run / "models" / "label_adapt_best.gkm", run / "models" / "real_only.pt"]
+    for p in mine:
+        p.write_text("mine")
+    assert len(wrote) > len(rows) and Runner.discard(run) == len(wrote)
+    assert all(p.is_file() for p in mine) and not any(p.exists() for p in wrote)
 
 
 @pytest.mark.parametrize("shift, separates", [(0.0, False), (0.02, True), (-0.02, True)])
@@ -254,17 +298,16 @@ def test_data_adaptation_rewrites_what_the_adapter_was_fitted_on(tiny):
     faces, never to their clean labels; each row says so."""
     import numpy as np
 
-    from gapkit.bench.runner import Cell
+    from gapkit.bench.cell import Cell
     from gapkit.train import predict
 
     cfg, data, out, rows = tiny
     runner = Runner(cfg, out)
-    runner.data = data
     per_seed: dict = {}
     shared: dict = {}
     idx = np.sort(np.random.default_rng(0).permutation(len(data.pool))[:6])
-    cell = Cell(runner, STRATEGIES["data_adapt"], 6, 0, None, idx, shared)
-    runner._prepare(cell, per_seed, shared)
+    cell = Cell(runner, data, STRATEGIES["data_adapt"], 6, 0, None, idx, shared)
+    runner._prepare(cell, per_seed)
     on_syn = predict(shared["synthetic_model"], data.synthetic, flip=cfg.train.flip_test)
     expected = data.synthetic.with_points(shared["adapter"].predict(on_syn)).points
     np.testing.assert_allclose(shared["adapted"].crops.points, expected)

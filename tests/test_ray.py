@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import tiny_bench_sets
 
-from gapkit.bench import BenchConfig, Runner, collect, load_data
+from gapkit.bench import STRATEGIES, BenchConfig, Runner, collect, load_data
 
 pytest.importorskip("ray")  # in the dev extra, so CI has it
 
@@ -48,12 +48,45 @@ def grid(tmp_path_factory):
     return root, toml, cfg, rows
 
 
+def test_the_ray_plan_follows_what_strategies_declare(tmp_path, monkeypatch):
+    """Tasks come from the strategy table: the seed's synthetic model with synthetic_only, one
+    adapter task for label_adapt and data_adapt, a task per cell otherwise, each after the
+    synthetic model where it needs it and after the models it reuses; a strategy added to the
+    table (here one reusing data_adapt's model) is planned with no change to the planner."""
+    from gapkit.bench.cell import Outcome, Strategy
+    from gapkit.bench.config import Grid
+    from gapkit.bench.distributed import _plan
+    from gapkit.faceset import DataSource
+
+    existing = ["real_only", "synthetic_only", "label_adapt", "data_adapt", "finetune", "mix"]
+    monkeypatch.setitem(STRATEGIES, "added_here", Strategy("added_here", "one more", lambda c: Outcome({}, []),
+                                                           needs=frozenset({"adapted"}), reuses=("data_adapt",)))
+    ds = {k: DataSource(path=m) for k, m in tiny_bench_sets(tmp_path, n_train=12, n_test=4, n_synthetic=8).items()}
+    cfg = BenchConfig(name="plan", real_train=ds["real_train"], real_test=ds["real_test"], synthetic=[ds["synthetic"]],
+                      grid=Grid(n_real=[6], seeds=[0, 1], alphas=[0.25, 0.5], strategies=[*existing, "added_here"]))
+    tasks = _plan(Runner(cfg, tmp_path / "run"), load_data(cfg))
+    seed = lambda s: ("seed", s)  # noqa: E731
+    adapter = lambda s: ("group", "adapter", s, 6)  # noqa: E731
+    cell = lambda name, s, a=None: ("cell", name, s, 6, a)  # noqa: E731
+    expected = [(seed(0), ["synthetic_only_n6_s0"], []), (seed(1), ["synthetic_only_n6_s1"], [])]
+    for s in (0, 1):
+        expected += [(cell("real_only", s), [f"real_only_n6_s{s}"], []),
+                     (adapter(s), [f"label_adapt_n6_s{s}", f"data_adapt_n6_s{s}"], [seed(s)]),
+                     (cell("finetune", s), [f"finetune_n6_s{s}"], [seed(s), adapter(s)]),
+                     (cell("mix", s, 0.25), [f"mix_a0.25_n6_s{s}"], [seed(s)]),
+                     (cell("mix", s, 0.5), [f"mix_a0.5_n6_s{s}"], [seed(s)]),
+                     (cell("added_here", s), [f"added_here_n6_s{s}"], [seed(s), adapter(s)])]
+    assert [(t.name, t.keys, t.after) for t in tasks] == expected
+    assert [t.synthetic for t in tasks] == [True, True] + [False] * 12
+
+
 def test_a_ray_run_gives_the_in_process_rows(grid):
     from gapkit.bench.distributed import run_on_ray
 
     root, _, cfg, rows = grid
     ray_rows = run_on_ray(cfg, root / "ray", load_data(cfg), address="local", num_cpus=2)
-    assert len(rows) == 24 and _rows(ray_rows) == _rows(rows)
+    per_grid = sum(len(cfg.grid.alphas) if s.per_alpha else 1 for s in STRATEGIES.values())
+    assert len(rows) == 2 * 2 * per_grid and _rows(ray_rows) == _rows(rows)
     assert sorted(p.name for p in (root / "ray" / "models").glob("*.gkm")) == \
         sorted(p.name for p in (root / "inproc" / "models").glob("*.gkm"))
 
@@ -75,7 +108,7 @@ def test_a_killed_ray_run_resumes_from_its_finished_cells(grid):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     first = {p.name: p.stat().st_mtime_ns for p in cells.glob("*.json")}
-    assert 4 <= len(first) < 24
+    assert 4 <= len(first) < len(rows)
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"resuming {out / 'killed'}" in again.stdout.replace("\n", "")

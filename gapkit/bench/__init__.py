@@ -1,21 +1,29 @@
 """The strategy benchmark: one detector, the ways to use synthetic data of
-:mod:`gapkit.bench.strategies`, an N_real sweep."""
+:mod:`gapkit.bench.strategies`, an N_real sweep.
+
+Modules, each importing only those before it: ``results`` (typed rows), ``stats``; ``cell``
+(Strategy, Cell, Outcome, the needs); ``strategies`` (the table); ``config``; ``runner``;
+``distributed`` (Ray), ``fit`` (one cell into one model file), ``report``; this package.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
-from gapkit.bench.config import BenchConfig, Grid
+from gapkit.bench.config import BenchConfig, Grid, override
+from gapkit.bench.distributed import run_on_ray
+from gapkit.bench.fit import fit_strategy
 from gapkit.bench.report import write_outputs
 from gapkit.bench.results import CellResult, collect
 from gapkit.bench.runner import Runner, load_data
 from gapkit.bench.strategies import STRATEGIES
 from gapkit.faceset import DataSource
+from gapkit.sim import SimConfig, generate
 from gapkit.train import TrainConfig
 
-__all__ = ["STRATEGIES", "BenchConfig", "CellResult", "Runner", "collect", "default_config", "load_data",
-           "override", "run", "run_folder", "write_outputs"]
+__all__ = ["STRATEGIES", "BenchConfig", "CellResult", "Runner", "collect", "default_config", "fit_strategy",
+           "load_data", "override", "run", "run_folder", "write_outputs"]
 
 
 def default_config(data_dir: Path, quick: bool = False, workers: int = 1,
@@ -25,8 +33,6 @@ def default_config(data_dir: Path, quick: bool = False, workers: int = 1,
     Real train and test faces come from disjoint sample indices; the synthetic set has the
     default label gap and visual gap. The grid takes about 18 minutes on 2 CPU cores.
     """
-    from gapkit.sim import SimConfig, generate
-
     n_syn, n_pool, n_test = (300, 60, 60) if quick else (2000, 300, 300)
     sets = {"synthetic": SimConfig(domain="synthetic", n=n_syn, size=128, seed=0),
             "real_train": SimConfig(domain="real", n=n_pool, size=128, seed=0, split="train"),
@@ -55,32 +61,11 @@ def run(cfg: BenchConfig, out: Path, log: Callable[[str], None] = lambda s: None
     data = load_data(cfg, log)
     log(f"data: {len(data.pool)} real training, {len(data.test)} real test, {len(data.synthetic)} synthetic faces")
     if ray is not None:
-        from gapkit.bench.distributed import run_on_ray
-
         rows = run_on_ray(cfg, out, data, address=ray, log=log,
                           progress=(lambda k, n: progress("cells", k, n)) if progress else None)
     else:
         rows = Runner(cfg, out, log, progress).run(data)
     return write_outputs(rows, out, f"gapkit benchmark: {cfg.name}", smoke=smoke)
-
-
-def override(cfg: BenchConfig, quick: bool = False, steps: int | None = None, size: int | None = None,
-             seeds: list[int] | None = None, n_real: list[int | str] | None = None,
-             strategies: list[str] | None = None, detector_boxes: bool | None = None) -> BenchConfig:
-    """A copy of ``cfg`` with the command line's overrides (validated like the TOML);
-    ``quick`` shrinks a grid to a smoke test: two N_real, one seed, one alpha, 30 steps."""
-    d = cfg.model_dump()
-    g, t = d["grid"], d["train"]
-    if quick:
-        g.update(n_real=g["n_real"][:2], seeds=g["seeds"][:1], alphas=[0.5])
-        t["steps"] = min(t["steps"], 30)
-    for table, key, value in ((t, "steps", steps), (t, "size", size), (g, "seeds", seeds), (g, "n_real", n_real),
-                              (g, "strategies", strategies)):
-        if value is not None:
-            table[key] = value
-    if detector_boxes is not None:
-        d["detector_boxes"] = detector_boxes
-    return BenchConfig(**d)
 
 
 def run_folder(out: Path, name: str | None, cfg_name: str | None, quick: bool, fresh: bool) -> tuple[Path, int]:

@@ -138,3 +138,22 @@ class BenchConfig(Settings):
             if not ds.path.is_absolute():
                 ds.path = (base / ds.path).resolve()
         return cfg
+
+
+def override(cfg: BenchConfig, quick: bool = False, steps: int | None = None, size: int | None = None,
+             seeds: list[int] | None = None, n_real: list[int | str] | None = None,
+             strategies: list[str] | None = None, detector_boxes: bool | None = None) -> BenchConfig:
+    """A copy of ``cfg`` with the command line's overrides (validated like the TOML);
+    ``quick`` shrinks a grid to a smoke test: two N_real, one seed, one alpha, 30 steps."""
+    d = cfg.model_dump()
+    g, t = d["grid"], d["train"]
+    if quick:
+        g.update(n_real=g["n_real"][:2], seeds=g["seeds"][:1], alphas=[0.5])
+        t["steps"] = min(t["steps"], 30)
+    for table, key, value in ((t, "steps", steps), (t, "size", size), (g, "seeds", seeds), (g, "n_real", n_real),
+                              (g, "strategies", strategies)):
+        if value is not None:
+            table[key] = value
+    if detector_boxes is not None:
+        d["detector_boxes"] = detector_boxes
+    return BenchConfig(**d)

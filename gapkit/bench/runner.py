@@ -9,7 +9,12 @@ against their labels; its own validation split is carved from them) and the synt
 with adapted labels (the adapter applied to the synthetic model's predictions on the
 synthetic faces, the kind of input it was fitted on). Every model is scored on label-box test
 crops and, with ``detector_boxes``, on crops from a face detector's box. The test set is
-only ever predicted, never fitted, selected on or stopped on. Every result row records its provenance: which sets, ids, labels and init.
+only ever predicted, never fitted, selected on or stopped on. Every result row records its
+provenance: which sets, ids, labels and init.
+
+The runner knows no strategy by name: it reads the table's declarations (needs, per_alpha,
+model) and hands each cell the run's :class:`~gapkit.bench.cell.Data`; a cell reaches back only
+through :class:`~gapkit.bench.cell.Host` (``train``, ``predict_test``).
 """
 
 from __future__ import annotations
@@ -18,66 +23,54 @@ import hashlib
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
+from gapkit.adapt import FitConfig, LabelAdapter
+from gapkit.bench.cell import SYNTHETIC_MODEL, Cell, Data, closure, synthetic_key
 from gapkit.bench.config import BenchConfig
-from gapkit.bench.results import AdapterInfo, CellResult, DetectorScore, TrainPart, cell_key, collect
-from gapkit.bench.strategies import NEEDS, STRATEGIES, Outcome, Strategy
+from gapkit.bench.results import AdapterInfo, CellResult, DetectorScore, collect
+from gapkit.bench.strategies import STRATEGIES, synthetic_model_owner
+from gapkit.detect import detector_boxes
 from gapkit.devices import resolve_device
-from gapkit.errors import ConfigError, GapkitError, InputError
-from gapkit.faceset import DataSource
+from gapkit.errors import GapkitError, InputError
+from gapkit.faceset import DataSource, FaceSet, load
 from gapkit.files import atomic_write_text
+from gapkit.metrics import summary
+from gapkit.schemes import LandmarkScheme, get_scheme
+from gapkit.train import FaceCrops, Source, predict, train
+from gapkit.train.detector import Detector, trained_detector
+from gapkit.train.model import LandmarkNet
 
 Log = Callable[[str], None]
 
-
-@dataclass
-class Data:
-    pool: object       # FaceCrops of the real training pool
-    test: object       # FaceCrops of the real test set (label-box crops)
-    synthetic: object  # FaceCrops of the synthetic set, labels mapped to the target scheme
-    test_points: np.ndarray
-    detected: object = None       # DetectedFaces: the test faces a detector found, with their boxes
-    test_detected: object = None  # FaceCrops of those faces, cropped from the calibrated detector box
-
-    def test_crops(self) -> dict:
-        """The test crops of each protocol."""
-        return {"labels": self.test} | ({"detector": self.test_detected} if self.detected is not None else {})
+__all__ = ["Cell", "Data", "Runner", "load_data"]
 
 
-def _load(sets: list[DataSource], target: str, what: str, log: Log) -> list:
-    from gapkit.faceset import load
-
+def _load(sets: list[DataSource], target: str, what: str, log: Log) -> FaceSet:
     # a face with more than half of its points missing after mapping cannot be trained on
-    faces, rep = load(sets, scheme=target, min_points=0.5)
+    faces, rep = load(sets, scheme=target, min_points=0.5, require=what)
     if rep.problems:
         log(f"{what}: skipped {rep.skipped} records (first: {rep.problems[0]})")
-    if not len(faces):
-        raise InputError(f"{what}: no usable records in {', '.join(str(d.path) for d in sets)}")
-    return faces.records
+    return faces
 
 
 def load_data(cfg: BenchConfig, log: Log = lambda s: None) -> Data:
-    from gapkit.train import FaceCrops
-
+    """The run's faces: the real pool and test set, the synthetic sets (ids prefixed), and with
+    ``detector_boxes`` the test faces a calibrated detector finds."""
     t = cfg.train
     pool = _load(cfg.real_train, cfg.target_scheme, "real_train", log)
     test = _load(cfg.real_test, cfg.target_scheme, "real_test", log)
-    overlap = {r.image for r in pool} & {r.image for r in test}
+    overlap = set(pool.images) & set(test.images)
     if overlap:
         raise GapkitError(f"{len(overlap)} images are in both real_train and real_test, e.g. {sorted(overlap)[0]}")
-    syn = []
-    for i, ds in enumerate(cfg.synthetic):
-        syn += [r.model_copy(update={"id": f"s{i}/{r.id}"}) for r in _load([ds], cfg.target_scheme, f"synthetic[{i}]", log)]
+    syn = FaceSet([r.model_copy(update={"id": f"s{i}/{r.id}"}) for i, ds in enumerate(cfg.synthetic)
+                   for r in _load([ds], cfg.target_scheme, f"synthetic[{i}]", log)], cfg.target_scheme)
     crops = [FaceCrops(x, t.size, t.margin, cache=cfg.crop_cache) for x in (pool, test, syn)]
-    data = Data(*crops, test_points=np.stack([r.points for r in test]))
+    data = Data(*crops, test_points=test.points)
     if cfg.detector_boxes:
-        from gapkit.detect import detector_boxes
-
         data.detected = det = detector_boxes(test, pool)
         log(f"detector boxes ({det.detector}, calibrated on {det.calibration.n} training faces): "
             f"found {len(det.records)} of {len(test)} test faces, missed {len(det.missed)}")
@@ -91,70 +84,18 @@ def _digest(ids: list[str]) -> str:
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
 
 
-class Cell:
-    """One (strategy, N_real, seed, alpha) of the grid, as a strategy sees it."""
-
-    def __init__(self, runner: Runner, strategy: Strategy, n: int, seed: int, alpha: float | None,
-                 idx: np.ndarray, shared: dict):
-        self._runner, self.strategy, self.n, self.seed, self.alpha = runner, strategy, n, seed, alpha
-        self.settings: BenchConfig = runner.cfg
-        self.idx, self._shared = idx, shared
-        self.ids = [runner.data.pool.ids[i] for i in idx]
-
-    def key(self, strategy: str | None = None) -> str:
-        """The name of this cell's model (or of ``strategy``'s model in the same N_real, seed)."""
-        return cell_key(strategy or self.strategy.name, self.n, self.seed, self.alpha if strategy is None else None)
-
-    @cached_property  # a subset copies crops: once per cell
-    def real(self):
-        from gapkit.train import Source
-
-        return Source(self._runner.data.pool.subset(self.idx))
-
-    def real_part(self, share: float | None = None) -> TrainPart:
-        return TrainPart(set="real_train", n=self.n, labels="real", share=share)
-
-    def synthetic_part(self, labels: str, share: float | None = None) -> TrainPart:
-        return TrainPart(set="synthetic", n=len(self._runner.data.synthetic), labels=labels, share=share)
-
-    def _need(self, what: str):
-        if what not in _closure(self.strategy.needs):
-            raise ConfigError(f"strategy {self.strategy.name} uses {what} but does not declare it in its needs")
-        return self._shared[what]
-
-    @property
-    def synthetic_model(self):
-        return self._need("synthetic_model")
-
-    @property
-    def synthetic_on_test(self) -> dict[str, np.ndarray]:
-        self._need("synthetic_model")
-        return self._shared["synthetic_on_test"]
-
-    @property
-    def adapter(self):
-        return self._need("adapter")
-
-    @property
-    def adapted(self):
-        return self._need("adapted")
-
-    def train(self, sources: list, key: str | None = None, steps: int | None = None, init: dict | None = None,
-              lr: float | None = None):
-        return self._runner.train(sources, self.seed, key or self.key(), steps, init, lr)
-
-    def predict(self, model) -> dict[str, np.ndarray]:
-        """``model``'s test predictions under each protocol (image pixels)."""
-        return self._runner.predict_test(model)
-
-
-def _closure(needs: frozenset[str]) -> set[str]:
-    """A need with everything it implies (each need implies those before it in NEEDS)."""
-    return set(NEEDS[:max(NEEDS.index(n) for n in needs) + 1]) if needs else set()
+def _file_patterns() -> tuple[re.Pattern, re.Pattern]:
+    """The names of the cell rows and model files a run writes, from the strategy table (every
+    strategy's cells; its models and the seeds' synthetic models, with their checkpoints)."""
+    names = "|".join(map(re.escape, STRATEGIES))
+    models = "|".join(map(re.escape, [*STRATEGIES, SYNTHETIC_MODEL]))
+    return (re.compile(rf"^(?:{names})(?:_a[0-9.e+-]+)?_n\d+_s-?\d+\.json$"),
+            re.compile(rf"^(?:{models})(?:_a[0-9.e+-]+)?(?:_n\d+)?_s-?\d+\.(?:gkm|pt|ckpt|tmp)$"))
 
 
 class Runner:
-    """Runs the grid into ``out`` (cells/, models/), skipping cells already finished."""
+    """Runs the grid into ``out`` (cells/, models/), skipping cells already finished; the
+    :class:`~gapkit.bench.cell.Host` of its cells."""
 
     def __init__(self, cfg: BenchConfig, out: Path, log: Log = lambda s: None,
                  progress: Callable[[str, int, int], None] | None = None):
@@ -173,14 +114,16 @@ class Runner:
         (self.out / "models").mkdir(parents=True, exist_ok=True)
         atomic_write_text(saved, now, overwrite=True)
 
+    @cached_property
+    def scheme(self) -> LandmarkScheme:
+        return get_scheme(self.cfg.target_scheme)
+
     # ---- bookkeeping ----------------------------------------------------------------
     @staticmethod
     def discard(out: Path) -> int:
         """Remove the finished cells and trained models a run wrote into ``out`` (for --fresh),
         and nothing else: other files in cells/ and models/ are the user's."""
-        names = "|".join(map(re.escape, STRATEGIES))
-        cell = re.compile(rf"^(?:{names})(?:_a[0-9.e+-]+)?_n\d+_s-?\d+\.json$")
-        model = re.compile(rf"^(?:{names}|synthetic_mapped)(?:_a[0-9.e+-]+)?(?:_n\d+)?_s-?\d+\.(?:gkm|pt|ckpt|tmp)$")
+        cell, model = _file_patterns()
         gone = 0
         for folder, pattern in ((out / "cells", cell), (out / "models", model)):
             if folder.is_dir():
@@ -193,13 +136,11 @@ class Runner:
     def _cell_path(self, key: str) -> Path:
         return self.out / "cells" / f"{key}.json"
 
-    def train(self, sources, seed: int, key: str, steps: int | None = None, init: dict | None = None,
-              lr: float | None = None):
+    def train(self, data: Data, sources: list[Source], seed: int, key: str, strategy: str,
+              steps: int | None = None, init: dict | None = None, lr: float | None = None) -> LandmarkNet:
         """Train the model ``key`` (or reload it when a previous cell or run saved it). Models are
-        saved as model files (:mod:`gapkit.train.detector`), so `gapkit predict` runs any of them."""
-        from gapkit.train import train
-        from gapkit.train.detector import Detector, trained_detector
-
+        saved as model files (:mod:`gapkit.train.detector`) recording ``strategy``, so `gapkit
+        predict` runs any of them."""
         t = self.cfg.train
         path = self.out / "models" / f"{key}.gkm"
         if path.is_file():
@@ -210,18 +151,15 @@ class Runner:
         ckpt = self.out / "models" / f"{key}.ckpt"
         model = train(sources, tc, init=init, checkpoint=ckpt,
                       progress=(lambda s, n, loss: self.progress(key, s, n)) if self.progress else None)
-        det = self.data.detected
-        strategy = re.sub(r"(?:_a[0-9.e+-]+)?(?:_n\d+)?_s-?\d+$", "", key).replace("synthetic_mapped", "synthetic_only")
+        det = data.detected
         trained_detector(model, tc, sources, strategy, det.calibration if det else None,
                          det.detector if det else None).save(path, overwrite=True)
         ckpt.unlink(missing_ok=True)
         return model
 
-    def predict_test(self, model) -> dict[str, np.ndarray]:
-        from gapkit.train import predict
-
+    def predict_test(self, data: Data, model: LandmarkNet) -> dict[str, np.ndarray]:
         return {k: predict(model, crops, device=self.device, flip=self.cfg.train.flip_test)
-                for k, crops in self.data.test_crops().items()}
+                for k, crops in data.test_crops().items()}
 
     # ---- the grid -------------------------------------------------------------------
     def n_values(self, pool_size: int) -> list[int]:
@@ -236,10 +174,7 @@ class Runner:
         return sorted(out)
 
     def cells(self, data: Data):
-        """Every cell of the grid in run order, with the dicts its needs are shared through."""
-        from gapkit.schemes import get_scheme
-
-        self.data, self.scheme = data, get_scheme(self.cfg.target_scheme)
+        """Every cell of the grid in run order, with the dict its per-seed needs are shared through."""
         g = self.cfg.grid
         chosen = [STRATEGIES[name] for name in STRATEGIES if name in g.strategies]
         for seed in g.seeds:
@@ -250,7 +185,7 @@ class Runner:
                 idx = np.sort(perm[:n])
                 for s in chosen:
                     for alpha in (g.alphas if s.per_alpha else [None]):
-                        yield Cell(self, s, n, seed, alpha, idx, shared), per_seed
+                        yield Cell(self, data, s, n, seed, alpha, idx, shared), per_seed
 
     def done(self, key: str) -> bool:
         return self._cell_path(key).is_file()
@@ -260,69 +195,75 @@ class Runner:
         for cell, per_seed in self.cells(data):
             if self.done(cell.key()) or (only is not None and cell.key() not in only):
                 continue
-            self._prepare(cell, per_seed, cell._shared)
+            self._prepare(cell, per_seed)
             self._run_cell(cell)
         return collect(self.out)
 
-    def synthetic_model(self, data: Data, seed: int):
+    def synthetic_model(self, data: Data, seed: int) -> LandmarkNet:
         """Train (or reload) the synthetic model of ``seed`` alone, as the Ray grid's first task does."""
-        from gapkit.schemes import get_scheme
-        from gapkit.train import Source
+        return self.train(data, [Source(data.synthetic)], seed, synthetic_key(seed), synthetic_model_owner())
 
-        self.data, self.scheme = data, get_scheme(self.cfg.target_scheme)
-        return self.train([Source(data.synthetic)], seed, f"synthetic_mapped_s{seed}")
-
-    def _prepare(self, cell: Cell, per_seed: dict, shared: dict) -> None:
+    # ---- what strategies need ---------------------------------------------------------
+    def _prepare(self, cell: Cell, per_seed: dict) -> None:
         """Build what ``cell``'s strategy declares it needs, once per seed or per (N_real, seed)."""
-        from gapkit.adapt import FitConfig, LabelAdapter
-        from gapkit.train import Source, predict
-
-        want, data = _closure(cell.strategy.needs), self.data
+        want, shared = closure(cell.strategy.needs), cell.shared
         if "synthetic_model" in want and "synthetic_model" not in shared:
             if "synthetic_model" not in per_seed:
-                model = self.train([Source(data.synthetic)], cell.seed, f"synthetic_mapped_s{cell.seed}")
-                on_pool = predict(model, data.pool, device=self.device, flip=self.cfg.train.flip_test)
-                per_seed.update(synthetic_model=model, synthetic_on_pool=on_pool,
-                                synthetic_on_test=self.predict_test(model))
+                self._synthetic(cell.data, cell.seed, per_seed)
             shared.update(per_seed)
         if "adapter" in want and "adapter" not in shared:
-            t0 = time.perf_counter()
-            pool_gt = data.pool.to_image(cell.idx, data.pool.points[cell.idx])
-            adapter = LabelAdapter(self.cfg.target_scheme, self.cfg.target_scheme)
-            fit = adapter.fit(shared["synthetic_on_pool"][cell.idx], pool_gt,
-                              FitConfig(seed=cell.seed, device=self.device), ids=cell.ids)
-            shared["adapter"] = adapter
-            shared["adapter_info"] = AdapterInfo(
-                train_ids=cell.ids, head=fit.head, fit_s=round(time.perf_counter() - t0, 2),
-                fitted_on="synthetic model's predictions on the N_real images -> their labels")
+            self._fit_adapter(cell)
         if "adapted" in want and "adapted" not in shared:
-            # The adapter maps the synthetic model's predictions, so it rewrites the synthetic
-            # model's predictions on the synthetic faces, not their clean labels: another input
-            # distribution, on which it was never fitted.
-            if "synthetic_on_synthetic" not in per_seed:
-                per_seed["synthetic_on_synthetic"] = predict(shared["synthetic_model"], data.synthetic,
-                                                             device=self.device, flip=self.cfg.train.flip_test)
-            adapted = shared["adapter"].predict(per_seed["synthetic_on_synthetic"])
-            shared["adapted"] = Source(data.synthetic.with_points(adapted))
-            shared["adapter_info"] = shared["adapter_info"].model_copy(
-                update={"applied_to": "synthetic model's predictions on the synthetic training faces"})
+            self._adapt_synthetic(cell, per_seed)
 
+    def _synthetic(self, data: Data, seed: int, per_seed: dict) -> None:
+        """The seed's synthetic model and its predictions on the real pool and the test set."""
+        model = self.synthetic_model(data, seed)
+        on_pool = predict(model, data.pool, device=self.device, flip=self.cfg.train.flip_test)
+        per_seed.update(synthetic_model=model, synthetic_on_pool=on_pool,
+                        synthetic_on_test=self.predict_test(data, model))
+
+    def _fit_adapter(self, cell: Cell) -> None:
+        """The cell's LabelAdapter: the synthetic model's predictions on its N_real images -> their labels."""
+        t0, pool, shared = time.perf_counter(), cell.data.pool, cell.shared
+        pool_gt = pool.to_image(cell.idx, pool.points[cell.idx])
+        adapter = LabelAdapter(self.cfg.target_scheme, self.cfg.target_scheme)
+        fit = adapter.fit(shared["synthetic_on_pool"][cell.idx], pool_gt,
+                          FitConfig(seed=cell.seed, device=self.device), ids=cell.ids)
+        shared["adapter"] = adapter
+        shared["adapter_info"] = AdapterInfo(
+            train_ids=cell.ids, head=fit.head, fit_s=round(time.perf_counter() - t0, 2),
+            fitted_on="synthetic model's predictions on the N_real images -> their labels")
+
+    def _adapt_synthetic(self, cell: Cell, per_seed: dict) -> None:
+        """The synthetic set with labels rewritten by the cell's adapter."""
+        # The adapter maps the synthetic model's predictions, so it rewrites the synthetic
+        # model's predictions on the synthetic faces, not their clean labels: another input
+        # distribution, on which it was never fitted.
+        shared, synthetic = cell.shared, cell.data.synthetic
+        if "synthetic_on_synthetic" not in per_seed:
+            per_seed["synthetic_on_synthetic"] = predict(shared["synthetic_model"], synthetic,
+                                                         device=self.device, flip=self.cfg.train.flip_test)
+        adapted = shared["adapter"].predict(per_seed["synthetic_on_synthetic"])
+        shared["adapted"] = Source(synthetic.with_points(adapted))
+        shared["adapter_info"] = shared["adapter_info"].model_copy(
+            update={"applied_to": "synthetic model's predictions on the synthetic training faces"})
+
+    # ---- scoring --------------------------------------------------------------------
     def _score(self, pred: np.ndarray, gt: np.ndarray) -> dict:
         """NME, FR and AUC at the configured threshold, and the per-face NMEs (rounded) for a row."""
-        from gapkit.metrics import summary
-
         m = self.cfg.metric
         sc = summary(pred, gt, self.scheme, m.normaliser, threshold=m.failure_threshold, per_face=True)
         return {"normaliser": sc["normaliser"], "nme_pct": sc["nme_pct"], "fr": sc[f"fr@{m.failure_threshold:g}"],
                 "auc": sc[f"auc@{m.failure_threshold:g}"],
                 "per_face_nme": [round(float(v), 6) for v in sc["per_face_nme"]]}
 
-    def _detector_score(self, pred: np.ndarray | None) -> DetectorScore | None:
-        det = self.data.detected
+    def _detector_score(self, data: Data, pred: np.ndarray | None) -> DetectorScore | None:
+        det = data.detected
         if det is None or pred is None:
             return None
-        sc = self._score(pred, self.data.test_points[det.index])
-        found, total = len(det.index), len(self.data.test_points)
+        sc = self._score(pred, data.test_points[det.index])
+        found, total = len(det.index), len(data.test_points)
         return DetectorScore(detector=det.detector, found=found, missed=len(det.missed), missed_ids=det.missed,
                              fr_all=(sc["fr"] * found + total - found) / total,
                              **{k: v for k, v in sc.items() if k != "normaliser"})
@@ -330,16 +271,16 @@ class Runner:
     def _run_cell(self, cell: Cell) -> None:
         """Run one strategy on one cell, score it on the test set, save the row with its provenance."""
         t0 = time.perf_counter()
-        out: Outcome = cell.strategy.run(cell)
+        out = cell.strategy.run(cell)
         elapsed = time.perf_counter() - t0
-        test_ids = self.data.test.ids
+        data, test_ids = cell.data, cell.data.test.ids
         row = CellResult(
             strategy=cell.strategy.name, alpha=cell.alpha, n_real=cell.n, seed=cell.seed, test_set="real_test",
             test_n=len(test_ids), test_ids_sha=_digest(test_ids), real_ids=cell.ids,
-            threshold=self.cfg.metric.failure_threshold, **self._score(out.pred["labels"], self.data.test_points),
+            threshold=self.cfg.metric.failure_threshold, **self._score(out.pred["labels"], data.test_points),
             time_s=round(elapsed, 2), train=out.train, init=out.init, predictions=out.predictions,
-            adapter=cell._shared.get("adapter_info") if "adapter" in _closure(cell.strategy.needs) else None,
-            detector=self._detector_score(out.pred.get("detector")))
+            adapter=cell.shared.get("adapter_info") if "adapter" in closure(cell.strategy.needs) else None,
+            detector=self._detector_score(data, out.pred.get("detector")))
         atomic_write_text(self._cell_path(cell.key()), row.model_dump_json(), overwrite=True)
         self.log(f"{row.name} n={row.n_real} seed={row.seed}: NME({row.normaliser}) {row.nme_pct:.2f}% "
                  f"({row.time_s:.0f} s)")

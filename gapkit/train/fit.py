@@ -1,23 +1,24 @@
-"""Train the benchmark's detector into one model file: real-only on given data sets
-(:func:`fit_detector`), or one of the benchmark's strategies on a bench.toml's data sections
-(:func:`fit_strategy`). Both resume from their checkpoint and never replace an existing
-model file unless told to.
+"""Train the benchmark's detector real-only on given data sets into one model file
+(:func:`fit_detector`); it resumes from its checkpoint and never replaces an existing model
+file unless told to. One of the benchmark's strategies on a bench.toml's data sections is
+:func:`gapkit.bench.fit.fit_strategy`, which calibrates its box with :func:`calibrate_boxes`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from pathlib import Path
 
-from gapkit.errors import ConfigError, InputError
-from gapkit.faceset import DataSource
+from gapkit.detect import BoxCalibration, HaarDetector, calibrate
+from gapkit.errors import ConfigError, GapkitError
+from gapkit.faceset import DataSource, load
 from gapkit.files import check_output
+from gapkit.records import FaceRecord
+from gapkit.train.data import FaceCrops, Source
 from gapkit.train.detector import Detector, trained_detector
-from gapkit.train.trainer import TrainConfig
+from gapkit.train.trainer import TrainConfig, train
 
 Log = Callable[[str], None]
 Progress = Callable[[int, int], None]
@@ -34,11 +35,9 @@ def detector_config(**changes: object) -> TrainConfig:
     return TrainConfig(**(DETECTOR | {k: v for k, v in changes.items() if v is not None}))
 
 
-def _calibrate(records: Sequence, log: Log):
-    """The Haar box calibration on up to 400 of the training faces, or None where too few are found."""
-    from gapkit.detect import HaarDetector, calibrate
-    from gapkit.errors import GapkitError
-
+def calibrate_boxes(records: Sequence[FaceRecord], log: Log) -> tuple[BoxCalibration | None, str | None]:
+    """The Haar box calibration on up to 400 of the training faces and the detector's name, or
+    (None, None) where too few are found."""
     det = HaarDetector()
     try:
         cal = calibrate(records, det)
@@ -54,16 +53,11 @@ def fit_detector(sources: Sequence[DataSource], out: str | Path, cfg: TrainConfi
                  progress: Progress | None = None) -> Detector:
     """Train the detector real-only on the pooled ``sources`` (``n_real`` of their faces, drawn
     by ``cfg.seed``) and save it to ``out``. A checkpoint ``OUT.ckpt`` lets a killed run resume."""
-    from gapkit.faceset import load
-    from gapkit.train import FaceCrops, Source, train
-
     cfg = cfg or detector_config()
     out = check_output(out, overwrite)
-    faces, rep = load(list(sources), min_points=0.5)
+    faces, rep = load(list(sources), min_points=0.5, require="the training sets")
     if rep.problems:
         log(f"skipped {rep.skipped} records (first: {rep.problems[0]})")
-    if not len(faces):
-        raise InputError(f"no usable face records in {', '.join(str(s.path) for s in sources)}")
     schemes = sorted({r.scheme for r in faces})
     if len(schemes) > 1:
         raise ConfigError(f"the training sets mix schemes {schemes}; convert them to one first "
@@ -73,8 +67,8 @@ def fit_detector(sources: Sequence[DataSource], out: str | Path, cfg: TrainConfi
             raise ConfigError(f"--n-real {n_real} is more than the {len(faces)} faces in the training sets")
         faces = faces.subset(n_real, seed=cfg.seed)
     log(f"training on {len(faces)} faces ({schemes[0]})")
-    cal, det_name = _calibrate(faces.records, log)
-    crops = FaceCrops(faces.records, cfg.size, cfg.margin)
+    cal, det_name = calibrate_boxes(faces, log)
+    crops = FaceCrops(faces, cfg.size, cfg.margin)
     src = [Source(crops)]
     tag = hashlib.sha256(("\n".join(crops.ids) + cfg.model_dump_json()).encode()).hexdigest()[:16]
     ckpt = out.with_name(out.name + ".ckpt")
@@ -87,51 +81,3 @@ def fit_detector(sources: Sequence[DataSource], out: str | Path, cfg: TrainConfi
         det.save(out, overwrite=overwrite)
         ckpt.unlink(missing_ok=True)
     return det
-
-
-def fit_strategy(config: str | Path, strategy: str, out: str | Path, n_real: int | None = None, seed: int = 0,
-                 alpha: float | None = None, steps: int | None = None, size: int | None = None,
-                 overwrite: bool = False, log: Log = lambda s: None,
-                 progress: Callable[[str, int, int], None] | None = None) -> tuple[Detector, dict]:
-    """Train ``strategy``'s model with the benchmark's data sections of ``config`` (N_real, seed,
-    alpha: one cell of its grid) and save it to ``out``. The cell runs in ``.OUT.work/`` beside
-    ``out`` (its models resume there) and is scored on the config's real_test, which is only
-    predicted; the detector-box calibration comes from the cell's real faces. Returns the detector and
-    the cell's row."""
-    from gapkit.bench import BenchConfig, override
-    from gapkit.bench.runner import Runner, load_data
-    from gapkit.bench.strategies import STRATEGIES
-
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
-    if strategy == "label_adapt":
-        raise ConfigError("label_adapt is a model plus a label adapter, not one detector: train synthetic_only "
-                          "and fit the adapter with gapkit adapt fit")
-    out = check_output(out, overwrite)
-    cfg = override(BenchConfig.from_toml(config), steps=steps, size=size, seeds=[seed],
-                   n_real=[n_real if n_real is not None else "all"], strategies=[strategy])
-    if alpha is not None or STRATEGIES[strategy].per_alpha:
-        d = cfg.model_dump()
-        d["grid"]["alphas"] = [alpha if alpha is not None else cfg.grid.alphas[0]]
-        cfg = BenchConfig(**d)
-    work = out.with_name(f".{out.name}.work")
-    data = load_data(cfg, log)
-    rows = Runner(cfg, work, log, progress).run(data)
-    row = rows[0]
-    models = work / "models"
-    path = models / (f"synthetic_mapped_s{seed}.gkm" if strategy == "synthetic_only" else f"{row.key}.gkm")
-    det = Detector.load(path)
-    if det.meta.calibration is None:  # the config scores no detector boxes: calibrate on the cell's real faces
-        from gapkit.faceset import load
-
-        pool, _ = load(cfg.real_train, scheme=cfg.target_scheme, min_points=0.5)
-        mine = set(row.real_ids)
-        cal, name = _calibrate([r for r in pool.records if r.id in mine], log)
-        det.meta = det.meta.model_copy(update={"calibration": asdict(cal) if cal else None, "detector": name})
-    det.save(out, overwrite=overwrite)
-    Runner.discard(work)  # what the runner wrote, and nothing else
-    (work / "config.json").unlink(missing_ok=True)
-    for folder in (models, work / "cells", work):
-        with contextlib.suppress(OSError):
-            folder.rmdir()
-    return det, row.model_dump()
