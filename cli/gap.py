@@ -37,7 +37,7 @@ def report(
     """Label gap (pose-matched offsets, Fréchet, MMD, modes), pose gap (solvePnP yaw/pitch/roll) and
     visual gap (image statistics, domain-classifier AUC, Fréchet) between A and B."""
     from gapkit.devices import resolve_device
-    from gapkit.gap import GapOptions, gap_report
+    from gapkit.gap import GapOptions, gap_report, table_rows
 
     with job_errors():
         opts = GapOptions(adapter=adapter, backbone=backbone, visual=visual, max_faces=max_faces, seed=seed,
@@ -52,26 +52,8 @@ def report(
     t.add_column("gap")
     t.add_column("measure")
     t.add_column("value", justify="right")
-    for stage, g in s["label_gap"].items():
-        top = max(g["groups_pct"], key=g["groups_pct"].get)
-        am = g["by_pose_mix"]["A"]
-        t.add_row(f"label ({stage})", f"pose-matched mean offset under {name_b}'s pose mix, % {g['normaliser']}",
-                  f"{g['estimate_pct']:.2f}% [{g['ci95_pct'][0]:.2f}, {g['ci95_pct'][1]:.2f}]")
-        if am["estimate_pct"] is not None:
-            t.add_row("", f"the same under {name_a}'s pose mix",
-                      f"{am['estimate_pct']:.2f}% [{am['ci95_pct'][0]:.2f}, {am['ci95_pct'][1]:.2f}]")
-        t.add_row("", "noise floor (no offset at all)", f"{g['noise_floor_pct']:.2f}%")
-        t.add_row("", "largest group", f"{top} {g['groups_pct'][top]:.2f}%")
-    pg = s["pose_gap"]
-    for angle, v in pg["angles"].items():
-        if v:
-            t.add_row("pose", f"{angle} Wasserstein", f"{v['wasserstein_deg']:.1f} deg")
-    t.add_row("pose", f"{name_b} faces with a face of {name_a} within {pg['caliper_deg']:.0f} deg",
-              f"{100 * pg['covered_share']:.1f}%")
-    vg = s.get("visual_gap")
-    if vg and "domain_auc" in vg:
-        t.add_row("visual", f"domain-classifier AUC ({vg['features']})", f"{vg['domain_auc']:.3f}")
-        t.add_row("visual", "Fréchet distance", f"{vg['frechet']:.1f}")
+    for row in table_rows(s):  # each registered measure's rows, in the report's order
+        t.add_row(*row)
     console.print(t)
     console.print(f"[green]wrote[/green] {out / 'report.md'}, gap.json and {len(res.files) - 2} figures")
     if res.problems:

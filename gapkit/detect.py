@@ -1,5 +1,12 @@
-"""Face boxes from a detector that ships inside a dependency: OpenCV's bundled Haar cascade
-(frontal faces, ``cv2.data``), so nothing downloads. Boxes are 0-based pixel (x, y, w, h).
+"""Face boxes from a named face detector. The default ships inside a dependency: OpenCV's
+bundled Haar cascade (frontal faces, ``cv2.data``), so nothing downloads. Boxes are 0-based
+pixel (x, y, w, h).
+
+Detectors are named in a registry (:data:`DETECTORS`): a detector's ``name`` is its ``kind``,
+or ``kind:variant``, and model files record it beside the box calibration fitted on it, so
+:func:`build_detector` builds the same detector back from a model file. A new detector is one
+class with a ``kind``, a ``name`` and a ``__call__`` giving (M, 4) boxes, decorated with
+:func:`register_detector`.
 
 A detector's box is not a landmark box: the Haar box is square, sits higher and is wider
 than the box around the 68 points. Crops from detections therefore go through a
@@ -16,18 +23,58 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import cv2
 import numpy as np
 
-from gapkit.errors import GapkitError
+from gapkit.errors import ConfigError, GapkitError
 from gapkit.records import FaceRecord
 
 Box = tuple[float, float, float, float]
 
 
+class FaceDetector(Protocol):
+    """What the box protocol needs of a face detector: a ``name`` that :func:`build_detector`
+    reads back (model files record it), and (M, 4) boxes (x, y, w, h) in an image's pixels."""
+
+    name: str
+
+    def __call__(self, img: np.ndarray) -> np.ndarray: ...
+
+
+D = TypeVar("D", bound=type)
+DETECTORS: dict[str, type] = {}  # kind -> class, in registration order
+DEFAULT_DETECTOR = "opencv-haar"
+
+
+def register_detector(cls: D) -> D:
+    """Class decorator: name ``cls`` in :data:`DETECTORS` by its ``kind``. Its instances' ``name``
+    must be ``kind`` or ``kind:variant``; the variant is passed back as the first argument of the
+    constructor by :func:`build_detector`."""
+    kind = cls.kind
+    if kind in DETECTORS or ":" in kind:
+        raise ValueError(f"face detector kind {kind!r} is taken or holds ':'")
+    DETECTORS[kind] = cls
+    return cls
+
+
+def build_detector(name: str | None = None) -> FaceDetector:
+    """The detector ``name`` names (``kind`` or ``kind:variant``, as a detector's ``name`` and a
+    model file's ``detector`` read); the default (:data:`DEFAULT_DETECTOR`) for None. An unknown
+    kind is a ConfigError that lists the known ones."""
+    kind, _, variant = (name or DEFAULT_DETECTOR).partition(":")
+    if kind not in DETECTORS:
+        raise ConfigError(f"unknown face detector {name!r}; this gapkit has {', '.join(DETECTORS)}")
+    return DETECTORS[kind](variant) if variant else DETECTORS[kind]()
+
+
+@register_detector
 class HaarDetector:
-    """OpenCV's Haar cascade on a greyscale copy scaled to at most ``max_side`` pixels."""
+    """OpenCV's Haar cascade on a greyscale copy scaled to at most ``max_side`` pixels; the
+    variant in its name is the cascade file of ``cv2.data.haarcascades``."""
+
+    kind = "opencv-haar"
 
     def __init__(self, cascade: str = "haarcascade_frontalface_default.xml", max_side: int = 640,
                  scale_factor: float = 1.1, min_neighbors: int = 4, min_face: float = 0.08):
@@ -35,7 +82,7 @@ class HaarDetector:
         self.cascade = cv2.CascadeClassifier(path)
         if self.cascade.empty():
             raise GapkitError(f"{path}: OpenCV could not load the Haar cascade")
-        self.name = f"opencv-haar:{cascade}"
+        self.name = f"{self.kind}:{cascade}"
         self.max_side, self.scale_factor, self.min_neighbors, self.min_face = max_side, scale_factor, min_neighbors, min_face
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
@@ -100,8 +147,9 @@ class BoxCalibration:
 def detect_records(records: Sequence[FaceRecord], detector: Callable[[np.ndarray], np.ndarray] | None = None,
                    progress: Callable[[int, int], None] | None = None) -> list[np.ndarray | None]:
     """For each record, the raw detection (x, y, w, h) that :func:`match` pairs with its face, or
-    None where the detector missed it. Each image is decoded and searched once."""
-    detector = detector or HaarDetector()
+    None where the detector missed it (by default the default detector). Each image is decoded
+    and searched once."""
+    detector = detector or build_detector()
     by_image: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(records):
         by_image[r.image].append(i)
@@ -131,11 +179,11 @@ class DetectedFaces:
     detector: str
 
 
-def calibrate(train: Sequence[FaceRecord], detector: HaarDetector | None = None, max_train: int = 400,
+def calibrate(train: Sequence[FaceRecord], detector: FaceDetector | None = None, max_train: int = 400,
               seed: int = 0) -> BoxCalibration:
-    """The :class:`BoxCalibration` of ``detector`` on up to ``max_train`` of the ``train`` faces
-    (a seeded draw); GapkitError when it finds fewer than 5 of them."""
-    detector = detector or HaarDetector()
+    """The :class:`BoxCalibration` of ``detector`` (by default the default detector) on up to
+    ``max_train`` of the ``train`` faces (a seeded draw); GapkitError when it finds fewer than 5."""
+    detector = detector or build_detector()
     pick = np.sort(np.random.default_rng(seed).permutation(len(train))[:max_train])
     sample = [train[i] for i in pick]
     found = [(d, r.landmark_box()) for d, r in zip(detect_records(sample, detector), sample, strict=True)
@@ -143,11 +191,11 @@ def calibrate(train: Sequence[FaceRecord], detector: HaarDetector | None = None,
     return BoxCalibration.fit(np.array([d for d, _ in found]), np.array([g for _, g in found]))
 
 
-def detector_boxes(test: Sequence[FaceRecord], train: Sequence[FaceRecord], detector: HaarDetector | None = None,
+def detector_boxes(test: Sequence[FaceRecord], train: Sequence[FaceRecord], detector: FaceDetector | None = None,
                    max_train: int = 400, seed: int = 0) -> DetectedFaces:
     """Detect ``test`` faces and give each found one its calibrated box; the calibration is
     fitted on up to ``max_train`` of the ``train`` faces (never on the test faces)."""
-    detector = detector or HaarDetector()
+    detector = detector or build_detector()
     cal = calibrate(train, detector, max_train, seed)
     dets = detect_records(test, detector)
     index = np.array([i for i, d in enumerate(dets) if d is not None], int)

@@ -2,10 +2,12 @@
 
 Input is any readable dataset or manifest (labelled faces: their NME is measured) or a plain
 folder of images (or one image). Faces are cropped by the model's own crop policy, either from
-the label box (``boxes="labels"``, the benchmark's protocol) or from OpenCV's Haar detector box
+the label box (``boxes="labels"``, the benchmark's protocol) or from a face detector's box
 through the box calibration the model file carries (``boxes="detect"``, one record per face
-found). The walk streams: one image decoded at a time and at most ``batch_size`` crops held,
-so memory does not grow with the input. Unreadable images, files that are not images, faces
+found). The detector is the one the model file names beside its calibration (built from the
+registry in :mod:`gapkit.detect`; OpenCV's Haar cascade where the file names none). The walk
+streams: one image decoded at a time and at most ``batch_size`` crops held, so memory does not
+grow with the input. Unreadable images, files that are not images, faces
 the detector does not find and records in another scheme are reported and skipped.
 """
 
@@ -22,12 +24,16 @@ import cv2
 import numpy as np
 
 from gapkit.crop import apply_affine, crop_box, invert_affine
+from gapkit.detect import DETECTORS, FaceDetector, build_detector, match
 from gapkit.errors import ConfigError, InputError, ModelError, Problem
-from gapkit.faceset import DataSource, stream
+from gapkit.faceset import DataSource, Report, stream
+from gapkit.formats import guess_format
 from gapkit.formats.manifest import ManifestWriter
 from gapkit.images import IMAGE_EXTENSIONS
+from gapkit.metrics import auc, failure_rate, nme
 from gapkit.records import FaceRecord
-from gapkit.train.detector import Detector, OnnxDetector, crop_points
+from gapkit.schemes import get_scheme
+from gapkit.train.detector import Detector, ModelMeta, OnnxDetector, crop_points
 
 Boxes = Literal["labels", "detect"]
 
@@ -50,8 +56,6 @@ class PredictReport:
     def scores(self, threshold: float = 0.08) -> dict | None:
         """NME %, FR and AUC at ``threshold`` over the predicted labelled faces; with detector boxes
         also ``fr_all``, each missed face counted as a failure. None without labelled faces."""
-        from gapkit.metrics import auc, failure_rate
-
         if not self.nmes:
             return None
         e = np.asarray(self.nmes)
@@ -102,9 +106,6 @@ def _is_image_input(path: Path) -> bool:
 
 def _items(src: DataSource, scheme: str, report: PredictReport) -> tuple[bool, Iterator[FaceRecord | Path]]:
     """(labelled, stream): the records of a dataset in ``scheme``, or the files of an image folder."""
-    from gapkit.faceset import Report
-    from gapkit.formats import guess_format
-
     fmt = src.format
     if fmt is None:
         try:
@@ -131,11 +132,10 @@ def _items(src: DataSource, scheme: str, report: PredictReport) -> tuple[bool, I
     return True, records()
 
 
-def _faces(items: Iterator[FaceRecord | Path], labelled: bool, root: Path, meta, boxes: Boxes, detector,
-           report: PredictReport, progress: Callable[[int], None] | None) -> Iterator[_Face]:
+def _faces(items: Iterator[FaceRecord | Path], labelled: bool, root: Path, meta: ModelMeta, boxes: Boxes,
+           detector: FaceDetector | None, report: PredictReport,
+           progress: Callable[[int], None] | None) -> Iterator[_Face]:
     """Crops of every face, image by image (consecutive records of one image share a decode)."""
-    from gapkit.detect import match
-
     size, margin = meta.size, meta.margin
     cal = meta.box_calibration()
     base = root if root.is_dir() else root.parent
@@ -181,13 +181,24 @@ def _faces(items: Iterator[FaceRecord | Path], labelled: bool, root: Path, meta,
                         box, crop, m, None, found[i].tolist())
 
 
-def predict_to_manifest(model: Detector | OnnxDetector, src: DataSource, out: str | Path, boxes: Boxes = "labels",
-                        batch_size: int = 64, overwrite: bool = False, detector=None,
-                        progress: Callable[[int], None] | None = None) -> PredictReport:
-    """Predict every face of ``src`` and write the records to the manifest ``out`` (atomically)."""
-    from gapkit.metrics import nme
-    from gapkit.schemes import get_scheme
+def model_detector(model: Detector | OnnxDetector) -> FaceDetector:
+    """The face detector ``model``'s box calibration was fitted on, as its file names it (the
+    default detector where it names none, as files from before the name was kept); ModelError
+    when this gapkit has no detector of that name."""
+    try:
+        return build_detector(model.meta.detector)
+    except ConfigError:
+        raise ModelError(f"{model.name}: the model's box calibration belongs to the face detector "
+                         f"{model.meta.detector!r}, which this gapkit does not have (it has "
+                         f"{', '.join(DETECTORS)}); use --boxes labels") from None
 
+
+def predict_to_manifest(model: Detector | OnnxDetector, src: DataSource, out: str | Path, boxes: Boxes = "labels",
+                        batch_size: int = 64, overwrite: bool = False, detector: FaceDetector | None = None,
+                        progress: Callable[[int], None] | None = None) -> PredictReport:
+    """Predict every face of ``src`` and write the records to the manifest ``out`` (atomically).
+    With ``boxes="detect"``, faces are found by ``detector``, by default the one the model file
+    names (:func:`model_detector`)."""
     meta = model.meta
     scheme = get_scheme(meta.scheme)
     report = PredictReport(model.name, boxes)
@@ -200,9 +211,7 @@ def predict_to_manifest(model: Detector | OnnxDetector, src: DataSource, out: st
             raise ModelError(f"{model.name}: the model file carries no detector-box calibration (it was trained "
                              "without one); use --boxes labels, or retrain with gapkit train")
         if detector is None:
-            from gapkit.detect import HaarDetector
-
-            detector = HaarDetector()
+            detector = model_detector(model)
     t0 = time.perf_counter()
     attrs = {"model": model.name, "boxes": boxes} | ({"detector": getattr(detector, "name", "")} if detector else {})
     with ManifestWriter(out, overwrite=overwrite) as writer:

@@ -9,8 +9,17 @@ import numpy as np
 import pytest
 from conftest import tiny_bench_sets
 
-from gapkit.detect import BoxCalibration, HaarDetector, detect_records, detector_boxes, match
-from gapkit.errors import GapkitError
+from gapkit.detect import (
+    DETECTORS,
+    BoxCalibration,
+    HaarDetector,
+    build_detector,
+    detect_records,
+    detector_boxes,
+    match,
+    register_detector,
+)
+from gapkit.errors import ConfigError, GapkitError
 from gapkit.records import FaceRecord
 
 
@@ -58,6 +67,38 @@ def test_haar_cascade_ships_with_opencv_and_finds_nothing_in_noise():
     img = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
     img = cv2.GaussianBlur(img, (0, 0), 3)
     assert HaarDetector()(img).shape == (0, 4)
+
+
+def test_the_detector_registry_builds_a_detector_back_from_its_name():
+    default = build_detector()
+    assert isinstance(default, HaarDetector) and default.name == HaarDetector().name
+    assert default.name == "opencv-haar:haarcascade_frontalface_default.xml"  # what model files record
+    alt = build_detector("opencv-haar:haarcascade_frontalface_alt2.xml")
+    assert alt.name == "opencv-haar:haarcascade_frontalface_alt2.xml" and build_detector(alt.name).name == alt.name
+    with pytest.raises(ConfigError, match="unknown face detector 'dlib-hog'; this gapkit has opencv-haar"):
+        build_detector("dlib-hog")
+
+
+def test_a_new_detector_is_one_class_and_its_registration():
+    try:
+        @register_detector
+        class Fixed:
+            kind = "fixed-test"
+
+            def __init__(self, side: str = "10"):
+                self.name = f"{self.kind}:{side}"
+                self.side = float(side)
+
+            def __call__(self, img):
+                return np.array([[0.0, 0.0, self.side, self.side]])
+
+        det = build_detector("fixed-test:20")
+        assert det.name == "fixed-test:20" and det(np.zeros((5, 5))).tolist() == [[0, 0, 20, 20]]
+        assert build_detector("fixed-test").side == 10
+        with pytest.raises(ValueError, match="taken"):
+            register_detector(Fixed)
+    finally:
+        DETECTORS.pop("fixed-test", None)
 
 
 def _records(root, split: str):

@@ -257,6 +257,60 @@ def test_adapter_closes_the_label_gap_in_the_report(sim_sets, tmp_path):
     assert lg["after adapter"]["groups_pct"]["jaw"] < 0.5 * lg["before"]["groups_pct"]["jaw"]
 
 
+def test_a_new_measure_is_one_class_and_its_registration(sim_sets, tmp_path):
+    """A registered measure adds its numbers to gap.json, its figure, its report section and its
+    table rows, after the built-in ones, and leaves theirs as they were."""
+    from gapkit.gap import (
+        MEASURES,
+        GapMeasure,
+        GapOptions,
+        Measured,
+        gap_report,
+        register_measure,
+        table_rows,
+    )
+    from gapkit.gap.figures import plt, write_png
+
+    class Count(GapMeasure):
+        key = "count_gap"
+
+        def measure(self, ctx):
+            numbers = {"difference": len(ctx.a) - len(ctx.b)}
+
+            def draw(out):
+                fig, ax = plt().subplots()
+                ax.bar([0, 1], [len(ctx.a), len(ctx.b)])
+                return [write_png(out / "count_gap.png", fig)]
+
+            return Measured(numbers, draw)
+
+        def section(self, s):
+            return ["## Count gap", "", f"{s['count_gap']['difference']} more faces in {s['a']['name']}.", ""]
+
+        def rows(self, s):
+            return [("count", "faces of A less faces of B", str(s["count_gap"]["difference"]))]
+
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    write_manifest(sim_sets["synthetic"][:70], a)
+    write_manifest(sim_sets["real"][:60], b)
+    opts = GapOptions(visual=False)
+    plain = gap_report(a, b, tmp_path / "plain", options=opts)
+    register_measure(Count())
+    try:
+        res = gap_report(a, b, tmp_path / "r", options=opts)
+        rows = table_rows(res.summary)
+    finally:
+        MEASURES.pop("count_gap")
+    data = json.loads((tmp_path / "r" / "gap.json").read_text())
+    assert list(data) == ["a", "b", "adapter", "label_gap", "pose_gap", "count_gap", "problems"]
+    assert data["count_gap"] == {"difference": 10}
+    assert data["label_gap"] == json.loads((tmp_path / "plain" / "gap.json").read_text())["label_gap"]
+    assert res.files[-3] == tmp_path / "r" / "count_gap.png" and res.files[-3].stat().st_size > 0
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert md == (tmp_path / "plain" / "report.md").read_text() + "## Count gap\n\n10 more faces in A.\n\n"
+    assert rows[-1] == ("count", "faces of A less faces of B", "10") and rows[:-1] == table_rows(plain.summary)
+
+
 @pytest.mark.realdata
 def test_facesynthetics_against_300w_differs_most_on_the_jaw(shared: Path, tmp_path):
     res = _cli("gap", "report", "--a", str(shared / "facesynthetics"), "--b", str(shared / "300w"), "-o",

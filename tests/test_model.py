@@ -135,6 +135,64 @@ def test_detector_boxes_give_one_record_per_face_found_and_report_the_missed(sim
     assert all(p.attributes["boxes"] == "detect" and len(p.attributes["detection"]) == 4 for p in found)
 
 
+def test_predict_builds_the_face_detector_the_model_file_names(sim, model, tmp_path):
+    from gapkit.detect import DETECTORS, HaarDetector, register_detector
+
+    calls = []
+
+    @register_detector
+    class Spy(HaarDetector):  # Haar's boxes, under another name
+        kind = "spy-test"
+
+        def __init__(self):
+            super().__init__()
+            self.name = self.kind
+
+        def __call__(self, img):
+            calls.append(img.shape)
+            return super().__call__(img)
+
+    src = DataSource(path=sim / "real/manifest.jsonl")
+    try:
+        spied = Detector(model.net, model.meta.model_copy(update={"detector": "spy-test"}), model.path)
+        predict_to_manifest(spied, src, tmp_path / "s.jsonl", boxes="detect")
+    finally:
+        DETECTORS.pop("spy-test")
+    assert len(calls) == 60
+    predict_to_manifest(model, src, tmp_path / "h.jsonl", boxes="detect")  # the file names Haar
+    spy, haar = records(tmp_path / "s.jsonl"), records(tmp_path / "h.jsonl")
+    assert {r.attributes["detector"] for r in spy} == {"spy-test"}
+    assert {r.attributes["detector"] for r in haar} == {model.meta.detector} == {HaarDetector().name}
+    assert np.array_equal(np.stack([r.points for r in spy]), np.stack([r.points for r in haar]))
+    unknown = Detector(model.net, model.meta.model_copy(update={"detector": "dlib-hog"}), model.path)
+    with pytest.raises(ModelError, match="belongs to the face detector 'dlib-hog', which this gapkit does not have"):
+        predict_to_manifest(unknown, src, tmp_path / "u.jsonl", boxes="detect")
+    assert not (tmp_path / "u.jsonl").exists()
+
+
+def test_backbones_are_one_registry_checked_in_one_place():
+    import torch
+
+    from gapkit.train import TrainConfig
+    from gapkit.train.backbones import BACKBONES, register_backbone
+    from gapkit.train.model import BUILDERS, LandmarkNet
+
+    assert list(BACKBONES) == ["compact", "resnet18", "resnet34", "resnet50"]
+    assert all(b.builder in BUILDERS for b in BACKBONES.values())
+    for name in BACKBONES:
+        assert TrainConfig(backbone=name).backbone == name
+    with pytest.raises(ConfigError, match="backbone: unknown backbone 'vgg'; use one of compact, resnet18"):
+        TrainConfig(backbone="vgg")
+    with pytest.raises(ConfigError, match="unknown backbone 'vgg'; use one of compact, resnet18"):
+        LandmarkNet(68, backbone="vgg")
+    try:  # a new one is its registration: the settings and the net take it at once
+        register_backbone("compact-test", "compact")
+        assert TrainConfig(backbone="compact-test").backbone == "compact-test"
+        assert LandmarkNet(68, 4, "compact-test").features(torch.zeros(1, 3, 32, 32)).shape == (1, 16)
+    finally:
+        BACKBONES.pop("compact-test", None)
+
+
 def test_bad_inputs_are_reported_and_skipped_and_the_rest_predicted(sim, model, tmp_path):
     # a folder of images: one the detector finds, noise, a text file and a truncated JPEG
     rep = predict_to_manifest(model, DataSource(path=sim / "real/manifest.jsonl"), tmp_path / "d.jsonl",

@@ -245,6 +245,53 @@ def _uncertainty(diffs: np.ndarray, seed: int, reps: int = 200) -> tuple[float, 
     return estimate, ci, float(np.percentile(null, 95))
 
 
+def _robust_alignment(a: np.ndarray, b: np.ndarray, ref: np.ndarray, scheme: LandmarkScheme, match: tuple,
+                      pose_a: np.ndarray, pose_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``a`` and ``b`` aligned onto ``ref`` (x 100: percent of the normaliser) on the inner points,
+    re-weighted three times by how well the sets agree there (Cauchy weights, see :func:`label_gap`)."""
+    base = alignment_weights(scheme)
+    w = base
+    for _ in range(3):
+        al_a, al_b = aligned_shapes(a, ref, w) * 100, aligned_shapes(b, ref, w) * 100
+        if len(match[0]) < 2:
+            break
+        mag = np.linalg.norm(np.nanmean(_matched_diffs(al_a, al_b, match, pose_a, pose_b), 0), axis=1)
+        inner = base > 0 if base is not None else np.ones(len(mag), bool)
+        c = max(float(np.nanmedian(mag[inner])), 0.25)
+        w = (1.0 if base is None else base) / (1.0 + (np.nan_to_num(mag, nan=0.0) / c) ** 2)
+    return al_a, al_b
+
+
+def _shape_modes(al_a: np.ndarray, al_b: np.ndarray, ref: np.ndarray, pose_a: np.ndarray, pose_b: np.ndarray,
+                 seed: int) -> tuple[float, float, float, list[dict]]:
+    """Fréchet distance, squared MMD and its p-value between the aligned shapes (pose removed, PCA
+    space), and the shape modes, the most separating first."""
+    flat_a = np.nan_to_num(al_a.reshape(len(al_a), -1) - ref.reshape(-1) * 100)
+    flat_b = np.nan_to_num(al_b.reshape(len(al_b), -1) - ref.reshape(-1) * 100)
+    pooled_pose = np.concatenate([pose_a, pose_b])
+    # Pose out first, within each set (their shapes follow pose differently where the label gap
+    # grows with yaw), or the leading modes are yaw and pitch. What varies with pose is in the
+    # per-yaw-bin gaps instead.
+    pooled = np.concatenate([remove_pose(flat_a, pose_a), remove_pose(flat_b, pose_b)])
+    pca = PCA(n_components=min(20, pooled.shape[1], len(pooled) - 1), random_state=seed).fit(pooled)
+    z = pca.transform(pooled)
+    za, zb = z[:len(al_a)], z[len(al_a):]
+    fd = frechet_distance(za, zb)
+    mmd, p = mmd_test(za, zb, seed=seed)
+    yaw = pooled_pose[:, 0]
+    known = ~np.isnan(yaw)
+    modes = []
+    for j in range(min(10, pca.n_components_)):
+        sd = np.sqrt(pca.explained_variance_[j])
+        d = (za[:, j].mean() - zb[:, j].mean()) / sd
+        r = float(np.corrcoef(z[known, j], yaw[known])[0, 1]) if known.sum() > 2 else float("nan")
+        modes.append({"mode": j, "explained": float(pca.explained_variance_ratio_[j]), "effect_size": float(d),
+                      "direction": pca.components_[j].reshape(-1, 2).tolist(), "sd_pct": float(sd),
+                      "yaw_r": r, "pose_removed": True})
+    modes.sort(key=lambda m: -abs(m["effect_size"]))
+    return fd, mmd, p, modes
+
+
 def label_gap(a: np.ndarray, b: np.ndarray, scheme: LandmarkScheme, pose_a: np.ndarray, pose_b: np.ndarray,
               name: str | None = None, reference: np.ndarray | None = None, seed: int = 0) -> LabelGap:
     """Label gap between (Na, K, 2) shapes ``a`` and (Nb, K, 2) shapes ``b`` of ``scheme``.
@@ -260,16 +307,7 @@ def label_gap(a: np.ndarray, b: np.ndarray, scheme: LandmarkScheme, pose_a: np.n
     name = name or scheme.default_normaliser
     ref = reference_shape(b, scheme, name) if reference is None else reference
     match = pose_matches(pose_a, pose_b)
-    base = alignment_weights(scheme)
-    w = base
-    for _ in range(3):
-        al_a, al_b = aligned_shapes(a, ref, w) * 100, aligned_shapes(b, ref, w) * 100
-        if len(match[0]) < 2:
-            break
-        mag = np.linalg.norm(np.nanmean(_matched_diffs(al_a, al_b, match, pose_a, pose_b), 0), axis=1)
-        inner = base > 0 if base is not None else np.ones(len(mag), bool)
-        c = max(float(np.nanmedian(mag[inner])), 0.25)
-        w = (1.0 if base is None else base) / (1.0 + (np.nan_to_num(mag, nan=0.0) / c) ** 2)
+    al_a, al_b = _robust_alignment(a, b, ref, scheme, match, pose_a, pose_b)
     raw = np.nanmean(al_a, 0) - np.nanmean(al_b, 0)
     diffs = _matched_diffs(al_a, al_b, match, pose_a, pose_b)
     # The other mix: each A face against the mean of its B pose neighbours.
@@ -285,30 +323,7 @@ def label_gap(a: np.ndarray, b: np.ndarray, scheme: LandmarkScheme, pose_a: np.n
         est, ci, floor = by_mix["B"]["estimate_pct"], tuple(by_mix["B"]["ci95_pct"]), by_mix["B"]["noise_floor_pct"]
     mag = np.linalg.norm(offsets, axis=1)
     bins = _pose_bins(diffs, pose_b[match[0], 0], diffs_a, pose_a[match_a[0], 0], seed, scheme)
-
-    flat_a = np.nan_to_num(al_a.reshape(len(a), -1) - ref.reshape(-1) * 100)
-    flat_b = np.nan_to_num(al_b.reshape(len(b), -1) - ref.reshape(-1) * 100)
-    pooled_pose = np.concatenate([pose_a, pose_b])
-    # Pose out first, within each set (their shapes follow pose differently where the label gap
-    # grows with yaw), or the leading modes are yaw and pitch. What varies with pose is in the
-    # per-yaw-bin gaps instead.
-    pooled = np.concatenate([remove_pose(flat_a, pose_a), remove_pose(flat_b, pose_b)])
-    pca = PCA(n_components=min(20, pooled.shape[1], len(pooled) - 1), random_state=seed).fit(pooled)
-    z = pca.transform(pooled)
-    za, zb = z[:len(a)], z[len(a):]
-    fd = frechet_distance(za, zb)
-    mmd, p = mmd_test(za, zb, seed=seed)
-    yaw = pooled_pose[:, 0]
-    known = ~np.isnan(yaw)
-    modes = []
-    for j in range(min(10, pca.n_components_)):
-        sd = np.sqrt(pca.explained_variance_[j])
-        d = (za[:, j].mean() - zb[:, j].mean()) / sd
-        r = float(np.corrcoef(z[known, j], yaw[known])[0, 1]) if known.sum() > 2 else float("nan")
-        modes.append({"mode": j, "explained": float(pca.explained_variance_ratio_[j]), "effect_size": float(d),
-                      "direction": pca.components_[j].reshape(-1, 2).tolist(), "sd_pct": float(sd),
-                      "yaw_r": r, "pose_removed": True})
-    modes.sort(key=lambda m: -abs(m["effect_size"]))
+    fd, mmd, p, modes = _shape_modes(al_a, al_b, ref, pose_a, pose_b, seed)
     return LabelGap(
         scheme=scheme.name, normaliser=name, n_a=len(a), n_b=len(b), reference=ref, offsets=offsets,
         raw_offsets=raw, mean_pct=float(mag.mean()), estimate_pct=est, ci95=ci, noise_floor=floor,

@@ -27,6 +27,8 @@ from gapkit.crop import crop_face
 from gapkit.errors import Problem
 from gapkit.gap.label import frechet_distance
 from gapkit.records import FaceRecord
+from gapkit.train.data import to_tensor_batch
+from gapkit.train.detector import Detector
 
 STATS = ("brightness", "contrast", "sharpness", "noise", "saturation", "colour_a", "colour_b")
 _NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
@@ -95,10 +97,7 @@ def handcrafted_features(crops: np.ndarray) -> np.ndarray:
 
 def backbone_features(crops: np.ndarray, model: str | Path, device: str = "cpu", batch: int = 128) -> np.ndarray:
     """(n, C) pooled features of a gapkit model file (``.gkm``: `gapkit train`, or the benchmark's models/)."""
-    import torch
-
-    from gapkit.train.data import to_tensor_batch
-    from gapkit.train.detector import Detector
+    import torch  # deferred: heavy, and only a --backbone report needs it
 
     net = Detector.load(model).net.to(device).eval()
     out = []

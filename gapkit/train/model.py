@@ -5,14 +5,22 @@ expectation of a spatial softmax over K heatmaps at S/4 resolution (integral reg
 The same architecture serves every strategy; ``width`` scales the compact backbone, and
 ``backbone`` swaps it for a standard ResNet from torchvision (``pip install 'gapkit[backbones]'``,
 built with random weights: nothing downloads) for GPU users. Either feeds the same S/4 fusion,
-heatmap head and decoding.
+heatmap head and decoding. The names are registered in :mod:`gapkit.train.backbones`; the
+functions that build them are :data:`BUILDERS`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from gapkit.errors import ConfigError
+from gapkit.train.backbones import BACKBONES, Backbone, check_backbone
+
+__all__ = ["BACKBONES", "BUILDERS", "Block", "LandmarkNet"]
 
 
 class Block(nn.Module):
@@ -31,40 +39,42 @@ class Block(nn.Module):
         return F.relu(y + (x if self.skip is None else self.skip(x)), inplace=True)
 
 
-BACKBONES = ("compact", "resnet18", "resnet34", "resnet50")
+# stem, S/4, S/8 and S/16 stages, and the channels of the last three
+Stages = tuple[nn.Module, nn.Module, nn.Module, nn.Module, tuple[int, int, int]]
 
 
-def _resnet(name: str) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module, tuple[int, int, int]]:
-    """torchvision's ResNet ``name`` (random weights) cut into stem, S/4, S/8 and S/16 stages."""
+def _compact(spec: Backbone, w: int) -> Stages:
+    """gapkit's residual CNN, ``w`` channels after the stem."""
+    stem = nn.Sequential(nn.Conv2d(3, w, 3, 2, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True))
+    s4 = nn.Sequential(Block(w, 2 * w, 2), Block(2 * w, 2 * w, 1))          # S/4
+    s8 = nn.Sequential(Block(2 * w, 4 * w, 2), Block(4 * w, 4 * w, 1))      # S/8
+    s16 = nn.Sequential(Block(4 * w, 4 * w, 2), Block(4 * w, 4 * w, 1))     # S/16: face-wide context
+    return stem, s4, s8, s16, (2 * w, 4 * w, 4 * w)
+
+
+def _torchvision(spec: Backbone, width: int) -> Stages:
+    """torchvision's ResNet ``spec.name`` (random weights) cut into stem, S/4, S/8 and S/16 stages."""
+    name = spec.name
     try:
+        # deferred: torchvision is optional (gapkit[backbones]) and only these backbones need it
         from torchvision import models
     except Exception as exc:  # missing, or built for another torch (its C ops fail to register)
-        from gapkit.errors import ConfigError
-
         raise ConfigError(f"backbone {name!r} needs a torchvision that imports beside this torch "
                           f"(pip install 'gapkit[backbones]'): {exc}") from None
     net = getattr(models, name)(weights=None)
-    c = (256, 512, 1024) if name == "resnet50" else (64, 128, 256)
-    return nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool), net.layer1, net.layer2, net.layer3, c
+    return (nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool), net.layer1, net.layer2, net.layer3,
+            spec.channels)
+
+
+BUILDERS: dict[str, Callable[[Backbone, int], Stages]] = {"compact": _compact, "torchvision": _torchvision}
 
 
 class LandmarkNet(nn.Module):
     def __init__(self, num_points: int, width: int = 32, backbone: str = "compact"):
         super().__init__()
-        w = width
-        self.num_points, self.backbone = num_points, backbone
-        if backbone == "compact":
-            self.stem = nn.Sequential(nn.Conv2d(3, w, 3, 2, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True))
-            self.s4 = nn.Sequential(Block(w, 2 * w, 2), Block(2 * w, 2 * w, 1))          # S/4
-            self.s8 = nn.Sequential(Block(2 * w, 4 * w, 2), Block(4 * w, 4 * w, 1))      # S/8
-            self.s16 = nn.Sequential(Block(4 * w, 4 * w, 2), Block(4 * w, 4 * w, 1))     # S/16: face-wide context
-            c4, c8, c16 = 2 * w, 4 * w, 4 * w
-        elif backbone in BACKBONES:
-            self.stem, self.s4, self.s8, self.s16, (c4, c8, c16) = _resnet(backbone)
-        else:
-            from gapkit.errors import ConfigError
-
-            raise ConfigError(f"unknown backbone {backbone!r}; use one of {', '.join(BACKBONES)}")
+        self.num_points, self.backbone = num_points, check_backbone(backbone)
+        spec = BACKBONES[backbone]
+        self.stem, self.s4, self.s8, self.s16, (c4, c8, c16) = BUILDERS[spec.builder](spec, width)
         self.lat8 = nn.Conv2d(c8, c4, 1)
         self.lat16 = nn.Conv2d(c16, c4, 1)
         self.fuse = nn.Sequential(nn.Conv2d(c4, c4, 3, 1, 1, bias=False), nn.BatchNorm2d(c4), nn.ReLU(inplace=True))
