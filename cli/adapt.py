@@ -20,7 +20,7 @@ from gapkit.cli.ui import (
     progress_bar,
     show_problems,
 )
-from gapkit.errors import ConfigError, InputError
+from gapkit.errors import ConfigError
 
 app = typer.Typer(help="Learn a label adapter from paired shapes, apply it, and score it.", no_args_is_help=True)
 
@@ -44,13 +44,11 @@ def _load(path: Path, fmt: str | None, opts: dict, what: str, splits: list[str] 
     with progress_bar(f"reading {what} {path.name}") as bar:
         task = bar.add_task("", total=None)
         faces, rep = load(DataSource(path=path, format=fmt, splits=splits, options=opts),
-                          progress=lambda n: bar.advance(task, n))
+                          progress=lambda n: bar.advance(task, n), require=what)
     if rep.problems:
         err.print(f"[yellow]{what}: skipped {rep.skipped} bad records[/yellow]")
         show_problems(rep.problems)
-    if not len(faces):
-        raise InputError(f"{what} {path}: no usable records ({rep.skipped} skipped)")
-    return faces.records, rep
+    return faces, rep
 
 
 def _pairs(source: Path, target: Path, sides: tuple, splits: list[str] | None = None,
@@ -184,24 +182,15 @@ def apply(
     with job_errors():
         check_output(out, overwrite)
         set_threads(threads)
-        recs, rep = _load(src, from_fmt, parse_opts(opt), "input")
-        adapter = LabelAdapter.load(adapter_file, source=one_scheme(recs, "input")).to(device)
+        faces, rep = _load(src, from_fmt, parse_opts(opt), "input")
+        adapter = LabelAdapter.load(adapter_file, source=one_scheme(faces, "input")).to(device)
         with progress_bar("refining on the images" if adapter.refiner else "adapting") as bar:
-            task = bar.add_task("", total=len(recs))
-            pred, refined, problems = adapter.predict_records(recs, progress=lambda n: bar.advance(task, n))
-        if adapter.refiner is None:
-            refined = None
-        name = adapter_file.name
-        out_recs = []
-        for i, (r, p) in enumerate(zip(recs, pred, strict=True)):
-            attrs = dict(r.attributes, adapted_from=r.scheme, adapter=name)
-            if refined is not None:
-                attrs["refined"] = bool(refined[i])
-            out_recs.append(r.model_copy(update={"scheme": adapter.target.name, "points": p, "visible": None,
-                                                 "attributes": attrs}))
-        n = write_manifest(out_recs, out, overwrite=overwrite)
+            task = bar.add_task("", total=len(faces))
+            adapted = adapter.adapt(faces, adapter_file.name, progress=lambda n: bar.advance(task, n))
+        n = write_manifest(adapted.faces, out, overwrite=overwrite)
+    problems = adapted.problems
     console.print(f"[green]wrote[/green] {n} records to {out} ({adapter.source.name} -> {adapter.target.name}"
-                  + (f", {int(refined.sum())} refined on their images" if refined is not None else "") + ")")
+                  + (f", {adapted.refined} refined on their images" if adapted.refined is not None else "") + ")")
     if problems:
         err.print(f"[yellow]{len(problems)} faces kept the shape-only answer: no readable image[/yellow]")
         show_problems(problems)

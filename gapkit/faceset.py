@@ -19,11 +19,13 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from gapkit import __version__
 from gapkit.errors import ConfigError, FormatError, GapkitError, InputError, Problem, StrictStop
+from gapkit.formats import check_options, get_format, guess_format
+from gapkit.images import image_size
 from gapkit.records import FaceRecord
 from gapkit.schemes import Mapper, find_mapper
 from gapkit.settings import Settings
+from gapkit.version import __version__
 
 Progress = Callable[[int], None]
 
@@ -80,8 +82,6 @@ def _listed(counts: Counter) -> str:
 def open_source(src: DataSource):
     """(format name, reader module) for a source, after checking that it exists and that its
     options are ones the reader declares. Raises InputError / ConfigError (exit 2)."""
-    from gapkit.formats import check_options, get_format, guess_format
-
     if not src.path.exists() and not src.path.is_symlink():
         raise InputError(f"{src.path}: no such file or folder")
     fmt = src.format or guess_format(src.path)
@@ -113,28 +113,27 @@ def _read(mod, src: DataSource) -> Iterator[FaceRecord | Problem]:
 
 
 class _Mapping:
-    """Per-scheme mappers into one target, cached; a scheme that cannot be mapped is a
-    per-record problem (a mixed manifest keeps its mappable records)."""
+    """Records mapped into one target scheme (mappers come from find_mapper's cache); a scheme
+    that cannot be mapped is a per-record problem (a mixed manifest keeps its mappable records)."""
 
     def __init__(self, target: str | None, via: str | None):
         self.target, self.via = target, via
-        self._cache: dict[str, Mapper | GapkitError] = {}
+        self._failed: dict[str, GapkitError] = {}  # a scheme's error, found once
 
     def error(self) -> GapkitError | None:
-        return next((m for m in self._cache.values() if isinstance(m, GapkitError)), None)
+        return next(iter(self._failed.values()), None)
 
     def __call__(self, rec: FaceRecord) -> FaceRecord | Problem:
         if not self.target or rec.scheme == self.target and not self.via:
             return rec
-        if rec.scheme not in self._cache:
+        if rec.scheme not in self._failed:
             try:
-                self._cache[rec.scheme] = find_mapper(rec.scheme, self.target, via=self.via)
+                mapper = find_mapper(rec.scheme, self.target, self.via)
             except GapkitError as exc:
-                self._cache[rec.scheme] = exc
-        m = self._cache[rec.scheme]
-        if isinstance(m, GapkitError):
-            return Problem(rec.image, None, f"record {rec.id!r}: {m}")
-        return map_record(rec, m)
+                self._failed[rec.scheme] = exc
+            else:
+                return map_record(rec, mapper)
+        return Problem(rec.image, None, f"record {rec.id!r}: {self._failed[rec.scheme]}")
 
 
 def map_record(rec: FaceRecord, mapper: Mapper) -> FaceRecord:
@@ -159,11 +158,8 @@ def stream(sources: DataSource | str | Path | Sequence[DataSource | str | Path],
     Raises InputError when a source holds nothing of its format, ConfigError when a
     requested split matched no record (listing the splits present).
     """
-    from gapkit.images import image_size
-
     report = report if report is not None else Report()
-    mapper = _Mapping(scheme, mapping)
-    seen: set[str] = set()
+    checks = _Checks(_Mapping(scheme, mapping), check_images, min_points)
     yielded = 0
     for src in as_sources(sources):
         fmt, mod = open_source(src)
@@ -182,41 +178,57 @@ def stream(sources: DataSource | str | Path | Sequence[DataSource | str | Path],
             if keep is not None and item.split not in keep:
                 report.filtered += 1
                 continue
-            if item.id in seen:
-                report.add(Problem(str(src.path), None, f"duplicate record id {item.id!r} (image {item.image})"),
-                           strict)
-                continue
-            seen.add(item.id)
-            if check_images:
-                try:
-                    image_size(item.image, decode=check_images == "decode")
-                except FormatError as exc:
-                    report.add(exc.problem(), strict)
-                    continue
-            rec = mapper(item)
+            rec = checks(item, src)
             if isinstance(rec, Problem):
                 report.add(rec, strict)
                 continue
-            if min_points:
-                left = float((~np.isnan(rec.points).any(axis=1)).mean())
-                if left < min_points:
-                    report.add(Problem(rec.image, None, f"record {rec.id!r} keeps only {left:.0%} of its points "
-                                                        f"in {rec.scheme}"), strict)
-                    continue
             report.schemes[rec.scheme] += 1
             report.splits[rec.split] += 1
             report.sources[rec.source] += 1
             yielded += 1
             yield rec
-        if items == 0:
-            raise InputError(f"{src.path} holds nothing {fmt} reads: looked for {mod.INFO.looks_for}")
-        if keep is not None:
-            missing = sorted(keep - set(present))
-            if missing:
-                raise ConfigError(f"split{'s' if len(missing) > 1 else ''} {', '.join(missing)} matched no "
-                                  f"record in {src.path}; present: {_listed(present) or 'none'}")
-    if not yielded and mapper.error() is not None:
-        raise mapper.error()  # no record could be mapped: the scheme asked for is the problem, not the data
+        _check_source(src, fmt, mod, items, keep, present)
+    if not yielded and checks.mapper.error() is not None:
+        raise checks.mapper.error()  # no record could be mapped: the scheme asked for is the problem, not the data
+
+
+@dataclass
+class _Checks:
+    """What a read record passes before it is yielded: an id not seen before (across all
+    sources), an image that opens (with ``check_images``), a scheme that maps and at least
+    ``min_points`` of its points left after mapping."""
+
+    mapper: _Mapping
+    check_images: bool | Literal["decode"]
+    min_points: float
+    seen: set[str] = field(default_factory=set)
+
+    def __call__(self, item: FaceRecord, src: DataSource) -> FaceRecord | Problem:
+        if item.id in self.seen:
+            return Problem(str(src.path), None, f"duplicate record id {item.id!r} (image {item.image})")
+        self.seen.add(item.id)
+        if self.check_images:
+            try:
+                image_size(item.image, decode=self.check_images == "decode")
+            except FormatError as exc:
+                return exc.problem()
+        rec = self.mapper(item)
+        if isinstance(rec, Problem) or not self.min_points:
+            return rec
+        left = float((~np.isnan(rec.points).any(axis=1)).mean())
+        if left < self.min_points:
+            return Problem(rec.image, None, f"record {rec.id!r} keeps only {left:.0%} of its points in {rec.scheme}")
+        return rec
+
+
+def _check_source(src: DataSource, fmt: str, mod, items: int, keep: set[str] | None, present: Counter) -> None:
+    """After a source is read: it held something of its format, and every split asked for matched."""
+    if items == 0:
+        raise InputError(f"{src.path} holds nothing {fmt} reads: looked for {mod.INFO.looks_for}")
+    missing = sorted(keep - set(present)) if keep is not None else []
+    if missing:
+        raise ConfigError(f"split{'s' if len(missing) > 1 else ''} {', '.join(missing)} matched no "
+                          f"record in {src.path}; present: {_listed(present) or 'none'}")
 
 
 @dataclass
@@ -270,9 +282,20 @@ class FaceSet:
 
 def load(sources: DataSource | str | Path | Sequence[DataSource | str | Path], *, scheme: str | None = None,
          mapping: str | None = None, strict: bool = False, progress: Progress | None = None,
-         check_images: bool | Literal["decode"] = False, min_points: float = 0.0) -> tuple[FaceSet, Report]:
-    """Every good record of the sources in memory (see ``stream``), and the report of the rest."""
+         check_images: bool | Literal["decode"] = False, min_points: float = 0.0,
+         require: str | None = None) -> tuple[FaceSet, Report]:
+    """Every good record of the sources in memory (see ``stream``), and the report of the rest.
+    With ``require`` (what the set is, for the message), an empty set is an InputError."""
     report = Report()
     recs = list(stream(sources, scheme=scheme, mapping=mapping, strict=strict, report=report, progress=progress,
                        check_images=check_images, min_points=min_points))
+    if require and not recs:
+        raise empty_set_error(require, as_sources(sources), report)
     return FaceSet(recs, scheme), report
+
+
+def empty_set_error(what: str, sources: Sequence[DataSource], report: Report) -> InputError:
+    """The one error for a face set with no usable record: what it is, where, and why."""
+    where = ", ".join(str(s.path) for s in sources)
+    why = f"; {report.skipped} skipped, first: {report.problems[0]}" if report.problems else ""
+    return InputError(f"{what}: no usable face records in {where}{why}")

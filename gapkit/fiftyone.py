@@ -25,15 +25,24 @@ os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")  # the bundled MongoDB is old, on purpose
 
 import fiftyone as fo  # noqa: E402
+import fiftyone.brain as fob  # noqa: E402
+import fiftyone.core.utils as fou  # noqa: E402
 import fiftyone.types as fot  # noqa: E402
 import fiftyone.utils.data as foud  # noqa: E402
 import numpy as np  # noqa: E402
+import psutil  # noqa: E402
 from fiftyone import ViewField as F  # noqa: E402
+from fiftyone.core.session import session as fos  # noqa: E402
 
+from gapkit.adapt import LabelAdapter  # noqa: E402
+from gapkit.align import generalised_procrustes  # noqa: E402
 from gapkit.errors import GapkitError, NoMappingError, Problem  # noqa: E402
-from gapkit.faceset import DataSource, as_sources, load  # noqa: E402
+from gapkit.faceset import DataSource, Report, as_sources, empty_set_error, load  # noqa: E402
 from gapkit.formats.manifest import ManifestWriter  # noqa: E402
-from gapkit.records import FaceRecord  # noqa: E402
+from gapkit.gap.visual import face_crops, handcrafted_features  # noqa: E402
+from gapkit.metrics import point_errors  # noqa: E402
+from gapkit.pose import records_pose  # noqa: E402
+from gapkit.records import FaceRecord, make_record  # noqa: E402
 from gapkit.schemes import LandmarkScheme, find_mapper, get_scheme  # noqa: E402
 
 GROUND_TRUTH = "ground_truth"
@@ -142,8 +151,6 @@ class ManifestDatasetImporter(foud.GenericSampleDatasetImporter):
         return faces.records
 
     def setup(self) -> None:
-        from gapkit.pose import records_pose
-
         records = []
         for src, domain in zip(self.sources, self.domains, strict=True):
             recs = self._read(src)
@@ -151,7 +158,7 @@ class ManifestDatasetImporter(foud.GenericSampleDatasetImporter):
             if domain:
                 self._domain_of.update((r.id, domain) for r in recs)
         if not records:
-            raise GapkitError(f"no usable records in {', '.join(str(s.path) for s in self.sources)}")
+            raise empty_set_error("the face sets", self.sources, Report(problems=list(self.problems)))
         gt_scheme = self.scheme or records[0].scheme
         self.schemes[GROUND_TRUTH] = gt_scheme
         gt = self._in_scheme(records, gt_scheme, "ground truth")
@@ -178,24 +185,21 @@ class ManifestDatasetImporter(foud.GenericSampleDatasetImporter):
         self._iter = iter(self._samples)
 
     def _in_scheme(self, records: list[FaceRecord], scheme: str, what: str) -> list[np.ndarray]:
-        out, mappers = [], {}
+        out = []
         for r in records:
             if r.scheme != scheme:
-                if r.scheme not in mappers:
-                    try:
-                        mappers[r.scheme] = find_mapper(r.scheme, scheme)
-                    except NoMappingError:
-                        raise GapkitError(f"{what}: records in {r.scheme} (e.g. {r.id}) cannot be mapped to {scheme}; "
-                                          "convert them first or pass another scheme") from None
-                    self.schemes[f"native_{r.scheme}"] = r.scheme
-                out.append(mappers[r.scheme](r.points))
+                try:
+                    mapper = find_mapper(r.scheme, scheme)  # cached: one lookup a scheme
+                except NoMappingError:
+                    raise GapkitError(f"{what}: records in {r.scheme} (e.g. {r.id}) cannot be mapped to {scheme}; "
+                                      "convert them first or pass another scheme") from None
+                self.schemes[f"native_{r.scheme}"] = r.scheme
+                out.append(mapper(r.points))
             else:
                 out.append(r.points)
         return out
 
     def _adapt(self, records, gt, fields) -> dict:
-        from gapkit.adapt import LabelAdapter
-
         adapter = LabelAdapter.load(self.adapter_path)
         src = adapter.source.name
         field = self.adapt_field or next((f for f, s in self.schemes.items() if s == src), None)
@@ -215,8 +219,6 @@ class ManifestDatasetImporter(foud.GenericSampleDatasetImporter):
         return {i: (p, None) for i, p in zip(ids, pred, strict=True)}
 
     def _sample(self, r: FaceRecord, gt: np.ndarray, pose: np.ndarray, extra: dict) -> fo.Sample:
-        from gapkit.metrics import point_errors
-
         w, h = r.width, r.height
         gt_scheme = get_scheme(self.schemes[GROUND_TRUTH])
         visible = r.visible if r.scheme == gt_scheme.name else None
@@ -277,8 +279,6 @@ class ManifestDatasetExporter(foud.GenericSampleDatasetExporter):
         self._writer = ManifestWriter(Path(self.export_dir) / "manifest.jsonl", overwrite=self.overwrite).__enter__()
 
     def export_sample(self, sample: fo.Sample) -> None:
-        from gapkit.records import make_record
-
         label = sample[self.label_field]
         if label is None or not label.keypoints:
             raise GapkitError(f"sample {sample.id} ({sample.filepath}) has no {self.label_field} keypoints")
@@ -399,11 +399,6 @@ def _pixel_shapes(view) -> tuple[np.ndarray, np.ndarray]:
 def add_embeddings(ds: fo.Dataset, method: str = "pca", seed: int = 0) -> list[str]:
     """``label_shapes``: aligned ground-truth shapes (the label gap); ``visual_features``:
     handcrafted face-crop features (the visual gap). Colour them by ``domain`` in the App."""
-    import fiftyone.brain as fob
-
-    from gapkit.align import generalised_procrustes
-    from gapkit.gap.visual import face_crops, handcrafted_features
-
     view = ds.exists(GROUND_TRUTH)
     if len(view) < 3:
         return []
@@ -431,8 +426,6 @@ def add_embeddings(ds: fo.Dataset, method: str = "pca", seed: int = 0) -> list[s
 
 
 def app_url(ds: fo.Dataset, address: str, port: int, view: str | None = None) -> str:
-    import fiftyone.core.utils as fou
-
     url = f"http://{address}:{port}/datasets/{fou.to_slug(ds.name)}"
     return url + (f"?view={fou.to_slug(view)}" if view else "")
 
@@ -445,9 +438,6 @@ def launch(ds: fo.Dataset, address: str = "127.0.0.1", port: int = 5151):
 def stop(session, timeout: float = 10.0) -> None:
     """Close ``session`` and make sure its App server process is gone: FiftyOne's own shutdown
     can leave the server up for a minute, holding the port."""
-    import psutil
-    from fiftyone.core.session import session as fos
-
     service = fos._server_services.get(session.server_port)
     procs = []
     if service is not None and getattr(service, "child", None) is not None:

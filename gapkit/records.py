@@ -12,6 +12,7 @@ import json
 import math
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from gapkit.errors import FormatError, UnknownSchemeError
+from gapkit.errors import FormatError, GapkitError, InputError, UnknownSchemeError
 from gapkit.schemes import LandmarkScheme, get_scheme
 
 
@@ -175,6 +176,14 @@ def chirality(points: np.ndarray, scheme: LandmarkScheme) -> float | None:
     if denom < 1e-9:
         return None
     return float((e[0] * m[1] - e[1] * m[0]) / denom)
+
+
+def one_scheme(records: Sequence[FaceRecord], side: str, error: type[GapkitError] = InputError) -> str:
+    """The scheme every one of ``records`` is in; ``error`` (naming ``side``) when they mix schemes."""
+    schemes = sorted({r.scheme for r in records})
+    if len(schemes) != 1:
+        raise error(f"{side} records mix schemes ({', '.join(schemes) or 'none'}); convert them to one scheme first")
+    return schemes[0]
 
 
 def json_schema() -> dict:

@@ -137,6 +137,7 @@ class Mapper:
     def __init__(self, name: str, source: str, target: str, weights: np.ndarray, status: str):
         self.name, self.source, self.target, self.status = name, source, target, status
         self.w = weights  # (2, K_t, K_s)
+        self.w.flags.writeable = False  # shared: find_mapper hands the same Mapper to every caller
 
     def __call__(self, points: np.ndarray) -> np.ndarray:
         pts = np.asarray(points, dtype=float)
@@ -194,6 +195,7 @@ def mappings() -> dict[str, SchemeMapping]:
     return dict(_registry()[1])
 
 
+@cache  # the one mapper cache: every caller shares a pair's Mapper
 def find_mapper(source: str, target: str, via: str | None = None) -> Mapper:
     """The mapping from ``source`` to ``target``: identity, a named mapping (``via``),
     or the shortest chain of mappings, composed into one weight matrix."""
