@@ -12,7 +12,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from gapkit import __version__
 from gapkit.cli.adapt import app as adapt_app
 from gapkit.cli.app import app as app_command
 from gapkit.cli.gap import app as gap_app
@@ -30,6 +29,7 @@ from gapkit.cli.ui import (
     show_problems,
 )
 from gapkit.errors import GapkitError
+from gapkit.version import __version__
 
 app = typer.Typer(help="gapkit: close the label gap and the domain gap between synthetic and real face landmarks.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)

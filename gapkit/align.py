@@ -157,7 +157,7 @@ def procrustes_torch(src, dst, weights=None):
 
     NaN-free inputs expected (mask with ``weights``). Reflection-free like :func:`procrustes`.
     """
-    import torch
+    import torch  # deferred: gapkit.adapt, .refine and .gap import this module and stay torch-free
 
     w = torch.ones(src.shape[:2], dtype=src.dtype, device=src.device) if weights is None else \
         weights.to(src.dtype).expand(src.shape[:2])

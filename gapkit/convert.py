@@ -17,7 +17,7 @@ import numpy as np
 from gapkit.errors import Problem
 from gapkit.faceset import DataSource, Progress, Report, stream
 from gapkit.files import atomic_write_text
-from gapkit.formats import get_format
+from gapkit.formats import check_options, get_format
 
 __all__ = ["Report", "convert", "validate", "write_report"]
 
@@ -30,8 +30,6 @@ def convert(src: str | Path, out: str | Path, from_fmt: str | None, to_fmt: str,
 
     Every image is opened (header and end marker, so a truncated file is a problem, not a
     record); nothing is written when no record is good."""
-    from gapkit.formats import check_options
-
     writer = get_format(to_fmt, write=True)
     check_options(to_fmt, write_options or {}, write=True)
     report = Report()

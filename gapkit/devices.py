@@ -4,12 +4,13 @@ the CPU. Jobs resolve their configured device once and hand the result to every 
 from __future__ import annotations
 
 import functools
+import os
 
 from gapkit.errors import ConfigError
 
 
 def resolve_device(device: str = "auto") -> str:
-    import torch
+    import torch  # deferred: gapkit.refine and gapkit.adapt import this module and stay torch-free
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -24,7 +25,7 @@ def resolve_device(device: str = "auto") -> str:
 def bf16_native(device: str) -> bool:
     """Whether ``device`` computes bfloat16 in hardware: a CUDA GPU that supports it, or a CPU
     with AVX512-BF16 or AMX. Elsewhere bf16 autocast is emulated and slower than float32."""
-    import torch
+    import torch  # deferred: gapkit.refine and gapkit.adapt import this module and stay torch-free
 
     if device.startswith("cuda"):
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
@@ -34,8 +35,6 @@ def bf16_native(device: str) -> bool:
 
 def available_cores() -> int:
     """The CPU cores this process may run on (its affinity mask, not the machine's count)."""
-    import os
-
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -44,7 +43,7 @@ def available_cores() -> int:
 
 def set_threads(n: int | None = None) -> int:
     """Set torch's intra-op CPU threads (default: :func:`available_cores`); returns the count."""
-    import torch
+    import torch  # deferred: gapkit.refine and gapkit.adapt import this module and stay torch-free
 
     if n is not None and n < 1:
         raise ConfigError(f"--threads must be at least 1, got {n}")

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from gapkit.errors import GapkitError
+from gapkit.face3d import build_face
 from gapkit.schemes import Mapper, find_mapper
 
 # iBUG-68 indices of the points that mean the same in every labelling convention.
@@ -29,8 +30,6 @@ _FLIP_Z = np.diag([1.0, 1.0, -1.0])
 def mean_face_3d() -> np.ndarray:
     """(68, 3) iBUG points of the neutral simulated face, head frame made right-handed
     (x image right, y down, z away from the camera), in face-width units."""
-    from gapkit.face3d import build_face
-
     face = build_face(np.zeros(7), np.zeros(4), 0.0, 0.0, 0.0, size=100)
     return face.points3d[:68] @ _FLIP_Z
 

@@ -9,12 +9,14 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 
 from gapkit.bench.results import CSV_COLUMNS, CellResult
 from gapkit.bench.stats import Estimate, cell_interval, difference
 from gapkit.bench.strategies import STRATEGIES
 from gapkit.files import atomic_write_text
+from gapkit.metrics import ced
 
 
 def _order(name: str) -> int:
@@ -181,7 +183,7 @@ def _detector_section(rows: list[CellResult], ns: list[int]) -> list[str]:
 
 
 def _finish(fig, ax, xlabel: str, ylabel: str, path: Path) -> Path:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: only after plots() has chosen Agg (no display)
 
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -194,16 +196,21 @@ def _finish(fig, ax, xlabel: str, ylabel: str, path: Path) -> Path:
 
 
 def plots(rows: list[CellResult], out: Path, intervals: dict[str, dict[int, Estimate]]) -> list[Path]:
-    import matplotlib
-
+    """The report's figures: NME against N_real with intervals, the CEDs at the smallest and
+    largest N_real and, with real_only in the grid, each strategy's real-image equivalent."""
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from gapkit.metrics import ced
+    import matplotlib.pyplot as plt  # deferred: only once Agg is chosen (no display), and slow to import
 
     t = table(rows)
     nme_label = f"NME({', '.join(sorted({r.normaliser for r in rows}))}) %"
-    paths = []
+    paths = [_nme_plot(plt, t, intervals, nme_label, out / "nme_vs_nreal.png"),
+             _ced_plot(plt, rows, nme_label, out / "ced.png")]
+    if "real_only" in t:
+        paths.append(_equivalence_plot(plt, t, out / "equivalence.png"))
+    return paths
+
+
+def _nme_plot(plt, t: dict, intervals: dict[str, dict[int, Estimate]], nme_label: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for k in sorted(t):
         ns = sorted(t[k])
@@ -213,8 +220,10 @@ def plots(rows: list[CellResult], out: Path, intervals: dict[str, dict[int, Esti
         # 95% bootstrap interval, in the line's colour
         ax.fill_between(ns, [e.lo for e in est], [e.hi for e in est], alpha=0.15, color=line.get_color())
     ax.set_xscale("log")
-    paths.append(_finish(fig, ax, "N_real (real training images)", nme_label, out / "nme_vs_nreal.png"))
+    return _finish(fig, ax, "N_real (real training images)", nme_label, path)
 
+
+def _ced_plot(plt, rows: list[CellResult], nme_label: str, path: Path) -> Path:
     ns_all = sorted({r.n_real for r in rows})
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), sharey=True)
     for ax, n in zip(axes, (ns_all[0], ns_all[-1]), strict=True):
@@ -231,28 +240,27 @@ def plots(rows: list[CellResult], out: Path, intervals: dict[str, dict[int, Esti
     axes[0].set_ylabel("fraction of test faces")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    paths.append(out / "ced.png")
-    fig.savefig(paths[-1], dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
+    return path
 
-    if "real_only" in t:
-        real = {n: float(np.mean(v)) for n, v in t["real_only"].items()}
-        fig, ax = plt.subplots(figsize=(6.5, 4.2))
-        for k in sorted(t):
-            if k == "real_only":
-                continue
-            ns = sorted(t[k])
-            eq = [equivalent_real(float(np.mean(t[k][n])), real) for n in ns]
-            ax.plot(ns, [e[0] for e in eq], marker="o", label=k)
-            for n, (v, note) in zip(ns, eq, strict=True):
-                if note:
-                    ax.annotate(note, (n, v), fontsize=8, xytext=(3, 3), textcoords="offset points")
-        lim = [min(real), max(real)]
-        ax.plot(lim, lim, "k--", lw=1, label="y = x: worth as many real images as it uses")
-        ax.plot([], [], " ", label="between grid points: log-linear interpolation of real only;\n"
-                                  "'>': beyond the largest real-only N; '<=': at or below the smallest")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        paths.append(_finish(fig, ax, "N_real used by the strategy", "real-only images for the same NME",
-                             out / "equivalence.png"))
-    return paths
+
+def _equivalence_plot(plt, t: dict, path: Path) -> Path:
+    real = {n: float(np.mean(v)) for n, v in t["real_only"].items()}
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for k in sorted(t):
+        if k == "real_only":
+            continue
+        ns = sorted(t[k])
+        eq = [equivalent_real(float(np.mean(t[k][n])), real) for n in ns]
+        ax.plot(ns, [e[0] for e in eq], marker="o", label=k)
+        for n, (v, note) in zip(ns, eq, strict=True):
+            if note:
+                ax.annotate(note, (n, v), fontsize=8, xytext=(3, 3), textcoords="offset points")
+    lim = [min(real), max(real)]
+    ax.plot(lim, lim, "k--", lw=1, label="y = x: worth as many real images as it uses")
+    ax.plot([], [], " ", label="between grid points: log-linear interpolation of real only;\n"
+                              "'>': beyond the largest real-only N; '<=': at or below the smallest")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    return _finish(fig, ax, "N_real used by the strategy", "real-only images for the same NME", path)

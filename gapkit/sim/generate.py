@@ -35,7 +35,7 @@ from gapkit.face3d import (
     project,
     visibility,
 )
-from gapkit.files import check_output, current_umask
+from gapkit.files import atomic_open, check_output, current_umask
 from gapkit.formats import get_format
 from gapkit.formats.manifest import write_manifest
 from gapkit.records import FaceRecord
@@ -220,8 +220,6 @@ def _replace_into(tmp: Path, out: Path, files: list[str]) -> None:
 def contact_sheet(path: str | Path, cfg: SimConfig, n: int = 8, overwrite: bool = False) -> Path:
     """A grid: one row per domain, ``n`` faces each, drawn at 2x with both label sets
     (red: projected 3-D semantics, green: human semantics)."""
-    from gapkit.files import atomic_open
-
     rows = []
     for domain in DOMAINS:
         tiles = []

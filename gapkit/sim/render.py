@@ -67,12 +67,28 @@ def background(size: int, rng: np.random.Generator, busy: bool) -> np.ndarray:
 def draw_face(img: np.ndarray, face: Face, outline: np.ndarray, p: np.ndarray, seen: np.ndarray,
               rng: np.random.Generator, realism: float) -> np.ndarray:
     """Draw head, hair and features of ``face`` (projected 70 points ``p``, ``seen`` their
-    self-occlusion); returns the face mask."""
-    size = img.shape[0]
+    self-occlusion); returns the face mask. The parts draw from ``rng`` in a fixed order, so a
+    seed renders the same face."""
     unit = float(np.linalg.norm(p[45] - p[36])) / 0.67  # pixels per head unit
     skin = np.array(_colour(SKIN, rng))
     hair = _colour(HAIR, rng)
-    # Neck, then the head's silhouette.
+    mask, light = _head(img, outline, p, skin, unit, rng, realism)
+    if rng.random() < 0.85:
+        _hair(img, face, hair, rng)
+    _brows(img, p, seen, hair, skin, unit)
+    _eyes(img, p, seen, _colour(IRIS, rng, 15), tuple(skin * 0.45), unit)
+    _nose(img, p, skin, unit, light)
+    # Mouth: lips, and the inside when open.
+    lips = tuple(skin * np.array([0.55, 0.55, 0.95]) * rng.uniform(0.85, 1.05))
+    cv2.fillPoly(img, [_pts(p[48:60])], lips, cv2.LINE_AA, SHIFT)
+    cv2.fillPoly(img, [_pts(p[60:68])], (40, 30, 60), cv2.LINE_AA, SHIFT)
+    return mask
+
+
+def _head(img: np.ndarray, outline: np.ndarray, p: np.ndarray, skin: np.ndarray, unit: float,
+          rng: np.random.Generator, realism: float) -> tuple[np.ndarray, float]:
+    """Neck, then the head's silhouette with rounded shading; returns its mask and the light's angle."""
+    size = img.shape[0]
     neck = np.array([p[4] + (0, 0.02 * unit), p[12] + (0, 0.02 * unit), p[12] + (0.05 * unit, 0.9 * unit),
                      p[4] + (-0.05 * unit, 0.9 * unit)])
     cv2.fillConvexPoly(img, _pts(neck), tuple(skin * 0.75), cv2.LINE_AA, SHIFT)
@@ -100,17 +116,22 @@ def draw_face(img: np.ndarray, face: Face, outline: np.ndarray, p: np.ndarray, s
         roi = img[y0:y1, x0:x1]
         face_rgb = cv2.merge([shade * np.float32(c) for c in skin])
         roi[:] = np.clip(roi + (face_rgb - roi) * alpha, 0, 255).astype(np.uint8)
-    # Hair: the skull's cap above a hairline, when it faces the camera side.
+    return mask, ang
+
+
+def _hair(img: np.ndarray, face: Face, hair: tuple, rng: np.random.Generator) -> None:
+    """The skull's cap above a hairline, projected."""
     (cx, cy, cz), (a, b, c) = SKULL["centre"], SKULL["radii"]
-    if rng.random() < 0.85:
-        line = rng.uniform(0.30, 0.48) * math.pi
-        u, v = np.meshgrid(np.linspace(0, 2 * math.pi, 32, endpoint=False), np.linspace(0, line, 6))
-        cap = np.stack([cx + a * 1.04 * np.sin(v) * np.cos(u), cy - b * 1.04 * np.cos(v),
-                        cz + c * 1.04 * np.sin(v) * np.sin(u)], -1).reshape(-1, 3)
-        cv2.fillConvexPoly(img, _pts(cv2.convexHull(project(face, cap).astype(np.float32))[:, 0]), hair,
-                           cv2.LINE_AA, SHIFT)
-    dark = tuple(skin * 0.45)
-    # Brows: a band whose mid-line is the projected brow points.
+    line = rng.uniform(0.30, 0.48) * math.pi
+    u, v = np.meshgrid(np.linspace(0, 2 * math.pi, 32, endpoint=False), np.linspace(0, line, 6))
+    cap = np.stack([cx + a * 1.04 * np.sin(v) * np.cos(u), cy - b * 1.04 * np.cos(v),
+                    cz + c * 1.04 * np.sin(v) * np.sin(u)], -1).reshape(-1, 3)
+    cv2.fillConvexPoly(img, _pts(cv2.convexHull(project(face, cap).astype(np.float32))[:, 0]), hair,
+                       cv2.LINE_AA, SHIFT)
+
+
+def _brows(img: np.ndarray, p: np.ndarray, seen: np.ndarray, hair: tuple, skin: np.ndarray, unit: float) -> None:
+    """A band whose mid-line is the projected brow points."""
     brow_w = max(1, int(round(0.056 * unit)))
     for idx in (range(17, 22), range(22, 27)):
         idx = [i for i in idx if seen[i]]
@@ -118,11 +139,14 @@ def draw_face(img: np.ndarray, face: Face, outline: np.ndarray, p: np.ndarray, s
             continue
         cv2.polylines(img, [_pts(p[list(idx)])], False, tuple(np.array(hair) * 0.8 + skin * 0.2 * 0.5), brow_w,
                       cv2.LINE_AA, SHIFT)
-    # Eyes: sclera, iris clipped to the lids, lid line.
-    iris = _colour(IRIS, rng, 15)
+
+
+def _eyes(img: np.ndarray, p: np.ndarray, seen: np.ndarray, iris: tuple, dark: tuple, unit: float) -> None:
+    """Sclera, iris clipped to the lids, lid line; an eye round the far side of the head is not drawn."""
+    size = img.shape[0]
     for idx, pupil in ((range(36, 42), 68), (range(42, 48), 69)):
         if not seen[pupil]:
-            continue  # the eye is round the far side of the head
+            continue
         # Work in the eye's box only: the iris is clipped to the lids through a mask.
         x0, y0 = np.floor(p[list(idx)].min(0)).astype(int) - 2
         x1, y1 = np.ceil(p[list(idx)].max(0)).astype(int) + 3
@@ -141,19 +165,17 @@ def draw_face(img: np.ndarray, face: Face, outline: np.ndarray, p: np.ndarray, s
         m = (em.astype(np.float32) / 255)[..., None]
         roi[:] = (roi * (1 - m) + layer * m).astype(np.uint8)
         cv2.polylines(roi, [eye], True, dark, 1, cv2.LINE_AA, SHIFT)
-    # Nose: bridge shadow, nostrils, tip highlight.
-    cv2.polylines(img, [_pts(p[27:31] + (0.02 * unit * math.cos(ang + math.pi), 0))], False, tuple(skin * 0.8), 1,
+
+
+def _nose(img: np.ndarray, p: np.ndarray, skin: np.ndarray, unit: float, light: float) -> None:
+    """Bridge shadow (away from the light), nostrils, tip highlight."""
+    cv2.polylines(img, [_pts(p[27:31] + (0.02 * unit * math.cos(light + math.pi), 0))], False, tuple(skin * 0.8), 1,
                   cv2.LINE_AA, SHIFT)
     cv2.polylines(img, [_pts(p[31:36])], False, tuple(skin * 0.6), 1, cv2.LINE_AA, SHIFT)
     for i in (32, 34):
         cv2.circle(img, tuple(_pts(p[i])), int(0.018 * unit * 16), tuple(skin * 0.35), -1, cv2.LINE_AA, SHIFT)
     cv2.circle(img, tuple(_pts(p[30])), int(0.025 * unit * 16), tuple(np.minimum(skin * 1.12, 255)), -1,
                cv2.LINE_AA, SHIFT)
-    # Mouth: lips, and the inside when open.
-    lips = tuple(skin * np.array([0.55, 0.55, 0.95]) * rng.uniform(0.85, 1.05))
-    cv2.fillPoly(img, [_pts(p[48:60])], lips, cv2.LINE_AA, SHIFT)
-    cv2.fillPoly(img, [_pts(p[60:68])], (40, 30, 60), cv2.LINE_AA, SHIFT)
-    return mask
 
 
 def occluders(img: np.ndarray, p: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndarray:

@@ -22,6 +22,7 @@ from gapkit.errors import GapkitError
 from gapkit.records import FaceRecord
 from gapkit.schemes import get_scheme
 from gapkit.settings import Settings
+from gapkit.train.cache import open_cache
 
 
 class Augment(Settings):
@@ -62,8 +63,6 @@ class FaceCrops:
         self.cache_file: Path | None = None
         labels = np.stack([r.points for r in records]) if points is None else np.asarray(points, float)
         if cache is not None:
-            from gapkit.train.cache import open_cache
-
             self.images, self.matrices, folder = open_cache(records, size, margin, cache, threads)
             self.cache_file = folder / "images.npy"
         else:
@@ -171,7 +170,7 @@ def augment(img: np.ndarray, pts: np.ndarray, aug: Augment, flip_perm: np.ndarra
 
 def to_tensor_batch(images: np.ndarray):
     """(B, S, S, 3) uint8 BGR -> (B, 3, S, S) float32 in [-1, 1]."""
-    import torch
+    import torch  # deferred: gapkit.refine imports this module and stays torch-free
 
     t = torch.from_numpy(np.ascontiguousarray(images[..., ::-1])).permute(0, 3, 1, 2).float()
     return t.div_(127.5).sub_(1.0)
@@ -251,7 +250,7 @@ class StepBatches:
         return self.steps
 
     def __getitem__(self, step: int):
-        import torch
+        import torch  # deferred: gapkit.refine imports this module and stays torch-free
 
         rng = np.random.default_rng([*self.key, step, 1])
         size = self.sources[0].crops.size

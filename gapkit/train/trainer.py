@@ -14,14 +14,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Annotated
 
 import numpy as np
-from pydantic import Field, PositiveInt
+from pydantic import AfterValidator, Field, PositiveInt
 
 from gapkit.devices import resolve_device
+from gapkit.errors import ConfigError, ModelError
+from gapkit.metrics import normaliser
 from gapkit.settings import Settings
+from gapkit.train.backbones import check_backbone
 from gapkit.train.data import Augment, FaceCrops, Source, StepBatches, batches, to_tensor_batch
+from gapkit.train.detector import merge_flipped
 
 
 class TrainConfig(Settings):
@@ -32,7 +36,8 @@ class TrainConfig(Settings):
     size: PositiveInt = 128    # crop side in pixels
     margin: float = Field(1.3, gt=0)  # crop side over the face box's larger side
     width: PositiveInt = 32
-    backbone: Literal["compact", "resnet18", "resnet34", "resnet50"] = "compact"  # resnet*: torchvision
+    # a name of gapkit.train.backbones.BACKBONES (resnet*: torchvision)
+    backbone: Annotated[str, AfterValidator(check_backbone)] = "compact"
     lr: float = Field(4e-3, gt=0)
     weight_decay: float = 1e-4
     warmup: int = 20
@@ -56,7 +61,7 @@ def _dist() -> tuple[int, int]:
     """(rank, world size) under torchrun, else (0, 1)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
-        import torch.distributed as dist
+        import torch.distributed as dist  # deferred: `import gapkit.train` stays torch-free
 
         if not dist.is_initialized():
             dist.init_process_group("nccl" if __import__("torch").cuda.is_available() else "gloo")
@@ -98,8 +103,6 @@ def _prefetch(it: Iterator, depth: int = 3) -> Iterator:
 def _iod_pixels(points: np.ndarray, scheme) -> np.ndarray:
     """Per-face loss normaliser: the inter-ocular distance, or the landmark box's sqrt(w * h)
     where the eye points are missing."""
-    from gapkit.metrics import normaliser
-
     d = normaliser(points, scheme)
     ok = np.isfinite(d) & (d > 0)
     return d if ok.all() else np.where(ok, d, normaliser(points, scheme, "bbox"))
@@ -109,7 +112,7 @@ def _heatmap_loss(prob, centres, y, mask):
     """Jensen-Shannon divergence between each point's heatmap and a Gaussian (sigma: one cell)
     at its label (the DSNT regulariser): the soft-argmax alone lets a heatmap be any shape
     with the right mean, and a compact one trains faster and fails less."""
-    import torch
+    import torch  # deferred: `import gapkit.train` stays torch-free
 
     xs, ys = centres
     sigma = float(xs[1] - xs[0]) if len(xs) > 1 else 1.0
@@ -133,19 +136,13 @@ def train(sources: Sequence[Source], cfg: TrainConfig, init: dict | None = None,
     (on CPU, eval mode). With ``checkpoint``, state is saved every ``checkpoint_every`` steps and
     a run that finds one continues from it, if it was saved under the same ``tag`` (a caller's
     digest of its data and settings); one of another tag is refused."""
-    import torch
+    import torch  # deferred: `import gapkit.train` stays torch-free
 
-    from gapkit.train.model import LandmarkNet
+    from gapkit.train.model import LandmarkNet  # deferred: imports torch at the top
 
     clock = {"t0": time.perf_counter(), "frac": 0.0}  # the budget covers the whole call, set-up included
     rank, world = _dist()
-    if cfg.budget_s and world > 1:
-        from gapkit.errors import ConfigError
-
-        raise ConfigError("budget_s is for single-process runs: under torchrun the ranks would stop at different steps")
-    device = resolve_device(cfg.device)
-    if device == "cuda" and world > 1:
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+    device = _device(cfg, rank, world)
     torch.manual_seed(cfg.seed)
     scheme = sources[0].crops.scheme
     model = LandmarkNet(scheme.num_points, cfg.width, cfg.backbone)
@@ -162,54 +159,14 @@ def train(sources: Sequence[Source], cfg: TrainConfig, init: dict | None = None,
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     use_amp = cfg.amp and device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    start = 0
-    if checkpoint is not None and checkpoint.is_file():
-        try:
-            state = torch.load(checkpoint, map_location=device, weights_only=True)  # tensors and plain types only
-        except Exception as exc:
-            from gapkit.errors import ModelError
-
-            raise ModelError(f"{checkpoint}: not a readable checkpoint ({str(exc).splitlines()[0][:200]}); "
-                             "remove it to start afresh") from None
-        if state.get("tag", "") != tag:
-            from gapkit.errors import ConfigError
-
-            raise ConfigError(f"{checkpoint} is the checkpoint of another run (other data or settings); "
-                              "remove it to start afresh")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        start = state["step"]
+    state = {"model": model, "opt": opt, "sched": sched}
+    start = _resume(checkpoint, tag, state, device) if checkpoint is not None and checkpoint.is_file() else 0
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.startswith("cuda") else None)
-    # Each step's batch depends only on (seed, step): a resumed run sees the batches it would have.
-    if cfg.loader_workers:
-        from torch.utils.data import DataLoader
-
-        ds = StepBatches(sources, cfg.batch_size, cfg.steps, cfg.augment, cfg.seed, rank, world)
-        stream = iter(DataLoader(ds, batch_size=None, sampler=range(start, cfg.steps), num_workers=cfg.loader_workers,
-                                 prefetch_factor=4, pin_memory=device.startswith("cuda")))
-    else:
-        stream = batches(sources, cfg.batch_size, cfg.steps, cfg.augment, cfg.seed, rank, world)
-        for _ in range(start):
-            next(stream)
-        stream = _prefetch(stream)
     net.train()
-    loss_v = float("nan")
-    for step, (imgs, pts) in enumerate(stream, start=start):
-        x = imgs if cfg.loader_workers else to_tensor_batch(imgs)
-        x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        pts = pts.numpy() if cfg.loader_workers else pts
-        y = torch.from_numpy(np.nan_to_num(pts)).float().to(device)
-        mask = torch.from_numpy(~np.isnan(pts).any(-1)).float().to(device)
-        iod = torch.from_numpy(_iod_pixels(pts, scheme)).float().to(device)
-        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
-            pred, prob, centres = net(x, with_heatmaps=True)
-        err = torch.linalg.vector_norm(pred.float() - y, dim=-1) * mask
-        loss = (err.sum(1) / mask.sum(1).clamp(min=1) / iod).mean()
-        if cfg.heatmap_loss:
-            loss = loss + cfg.heatmap_loss * _heatmap_loss(prob, centres, y, mask)
+    for step, (imgs, pts) in enumerate(_batch_stream(sources, cfg, start, rank, world, device), start=start):
+        loss = _loss(net, imgs, pts, cfg, scheme, device, use_amp)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
@@ -217,26 +174,91 @@ def train(sources: Sequence[Source], cfg: TrainConfig, init: dict | None = None,
         if cfg.budget_s:
             clock["frac"] = (time.perf_counter() - clock["t0"]) / cfg.budget_s
         sched.step()
-        loss_v = float(loss.detach())
         if progress and rank == 0:
-            progress(step + 1, cfg.steps, loss_v)
+            progress(step + 1, cfg.steps, float(loss.detach()))
         if checkpoint is not None and rank == 0 and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
-            tmp = checkpoint.with_suffix(".tmp")
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                        "step": step + 1, "config": cfg.model_dump(), "tag": tag}, tmp)
-            os.replace(tmp, checkpoint)
+            _save_checkpoint(checkpoint, state, step + 1, cfg, tag)
         if clock["frac"] >= 1:
             break
     model.eval().cpu().to(memory_format=torch.contiguous_format)
     return model
 
 
+def _device(cfg: TrainConfig, rank: int, world: int) -> str:
+    """The device this process trains on (its own GPU under torchrun)."""
+    if cfg.budget_s and world > 1:
+        raise ConfigError("budget_s is for single-process runs: under torchrun the ranks would stop at different steps")
+    device = resolve_device(cfg.device)
+    if device == "cuda" and world > 1:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+    return device
+
+
+def _resume(checkpoint: Path, tag: str, state: dict, device: str) -> int:
+    """Load the model, optimiser and schedule of ``state`` from ``checkpoint``; returns its step."""
+    import torch  # deferred: `import gapkit.train` stays torch-free
+
+    try:
+        saved = torch.load(checkpoint, map_location=device, weights_only=True)  # tensors and plain types only
+    except Exception as exc:
+        raise ModelError(f"{checkpoint}: not a readable checkpoint ({str(exc).splitlines()[0][:200]}); "
+                         "remove it to start afresh") from None
+    if saved.get("tag", "") != tag:
+        raise ConfigError(f"{checkpoint} is the checkpoint of another run (other data or settings); "
+                          "remove it to start afresh")
+    for key, obj in state.items():
+        obj.load_state_dict(saved[key])
+    return saved["step"]
+
+
+def _save_checkpoint(checkpoint: Path, state: dict, step: int, cfg: TrainConfig, tag: str) -> None:
+    import torch  # deferred: `import gapkit.train` stays torch-free
+
+    tmp = checkpoint.with_suffix(".tmp")
+    torch.save({k: obj.state_dict() for k, obj in state.items()} | {"step": step, "config": cfg.model_dump(),
+                                                                     "tag": tag}, tmp)
+    os.replace(tmp, checkpoint)
+
+
+def _batch_stream(sources: Sequence[Source], cfg: TrainConfig, start: int, rank: int, world: int, device: str):
+    """The training batches from step ``start`` on. Each step's batch depends only on (seed,
+    step), so a resumed run sees the batches it would have."""
+    if cfg.loader_workers:
+        from torch.utils.data import DataLoader  # deferred: `import gapkit.train` stays torch-free
+
+        ds = StepBatches(sources, cfg.batch_size, cfg.steps, cfg.augment, cfg.seed, rank, world)
+        return iter(DataLoader(ds, batch_size=None, sampler=range(start, cfg.steps), num_workers=cfg.loader_workers,
+                               prefetch_factor=4, pin_memory=device.startswith("cuda")))
+    stream = batches(sources, cfg.batch_size, cfg.steps, cfg.augment, cfg.seed, rank, world)
+    for _ in range(start):
+        next(stream)
+    return _prefetch(stream)
+
+
+def _loss(net, imgs, pts, cfg: TrainConfig, scheme, device: str, use_amp: bool):
+    """One batch's loss: the points' error over the inter-ocular distance (missing points left
+    out), plus the heatmap term."""
+    import torch  # deferred: `import gapkit.train` stays torch-free
+
+    x = imgs if cfg.loader_workers else to_tensor_batch(imgs)
+    x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    pts = pts.numpy() if cfg.loader_workers else pts
+    y = torch.from_numpy(np.nan_to_num(pts)).float().to(device)
+    mask = torch.from_numpy(~np.isnan(pts).any(-1)).float().to(device)
+    iod = torch.from_numpy(_iod_pixels(pts, scheme)).float().to(device)
+    with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+        pred, prob, centres = net(x, with_heatmaps=True)
+    err = torch.linalg.vector_norm(pred.float() - y, dim=-1) * mask
+    loss = (err.sum(1) / mask.sum(1).clamp(min=1) / iod).mean()
+    if cfg.heatmap_loss:
+        loss = loss + cfg.heatmap_loss * _heatmap_loss(prob, centres, y, mask)
+    return loss
+
+
 def predict(model, crops: FaceCrops, batch_size: int = 128, device: str = "cpu", flip: bool = False) -> np.ndarray:
     """Landmarks (N, K, 2) in original image pixels for every crop. With ``flip``, each crop is
     also run mirrored (points relabelled left <-> right) and the two predictions averaged."""
-    import torch
-
-    from gapkit.train.detector import merge_flipped
+    import torch  # deferred: `import gapkit.train` stays torch-free
 
     model = model.to(resolve_device(device)).eval()
     out = np.empty(crops.points.shape[:1] + (model.num_points, 2))
@@ -253,7 +275,7 @@ def predict(model, crops: FaceCrops, batch_size: int = 128, device: str = "cpu",
 
 def throughput(model, size: int, batch_size: int = 32, steps: int = 10, device: str = "cpu") -> float:
     """Training steps per second on random data (for the benchmark script)."""
-    import torch
+    import torch  # deferred: `import gapkit.train` stays torch-free
 
     device = resolve_device(device)
     model = model.to(device).train()
