@@ -25,8 +25,10 @@ demo: setup
 		--name-a synthetic --name-b real --overwrite
 	@echo "benchmark report: runs/default-sim/report.md; gap report: runs/demo/gap/report.md; contact sheet: runs/demo/sheet.png"
 
+# ruff, then the import contracts of pyproject.toml (the floors of the house).
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 test: lint
 	$(PY) -m pytest -q
