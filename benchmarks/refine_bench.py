@@ -27,11 +27,12 @@ import argparse
 import json
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from gapkit.adapt import FitConfig, LabelAdapter, pair_records
+from gapkit.adapt import FitConfig, LabelAdapter, Pairs, pair_records
 from gapkit.bench.stats import cell_interval, difference
 from gapkit.devices import set_threads
 from gapkit.faceset import load
@@ -63,7 +64,7 @@ def run_ert(python: str, images: list[str], source: np.ndarray, target: np.ndarr
     return run_side(python, "ert_dlib.py", job)
 
 
-def main() -> None:
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", default="runs/pairs/mp468.jsonl")
     ap.add_argument("--real", nargs="+", default=["../shared/data/300w", "../shared/data/300w_extra"])
@@ -78,95 +79,139 @@ def main() -> None:
     args = ap.parse_args()
     if args.ert and not args.dlib_python:
         ap.error("--ert trains dlib's ERT in the side environment: give --dlib-python too")
-    set_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    return args
 
-    src, _ = load(args.pairs)
-    real, _ = load(args.real)
-    by_id = {r.id: r for r in real.records}
-    pairs = pair_records(src.records, real.records)
-    split = np.array([by_id[i].split for i in pairs.ids])
-    train_idx, test_idx = np.flatnonzero(split == "train"), np.flatnonzero(split != "train")
-    # Nested subsets: 226 = the 300-W folder's full-size training images, when that size is asked.
-    order = np.random.default_rng(0).permutation(train_idx)
-    full_size = [i for i in order if "300w_extra" not in pairs.images[i]]
-    order = np.array(full_size + [i for i in order if "300w_extra" in pairs.images[i]])
-    test_recs = [by_id[pairs.ids[i]] for i in test_idx]
-    tgt_test = pairs.target[test_idx]
-    scheme = LabelAdapter("mediapipe468", "ibug68").target
-    print(f"{len(pairs.ids)} pairs: {len(train_idx)} training faces, {len(test_idx)} LFPW test faces")
 
-    rows, per_face = [], {}
+@dataclass
+class Pool:
+    """The pairs, LFPW test (never fitted on) and the training faces in their nested order."""
 
-    def score(name: str, pred: np.ndarray, **extra) -> None:
-        s = summary(pred, tgt_test, scheme, per_face=True)
-        per_face[name] = s.pop("per_face_nme")
-        ci = cell_interval(per_face[name][None])
+    pairs: Pairs
+    by_id: dict
+    test_idx: np.ndarray
+    order: np.ndarray        # training faces: a prefix of n is the size-n subset
+    full_size: list[int]     # training faces from the 300-W folder (full images), first in order
+
+    @classmethod
+    def read(cls, pairs_file: str, real_sets: list[str]) -> Pool:
+        src, _ = load(pairs_file)
+        real, _ = load(real_sets)
+        by_id = {r.id: r for r in real}
+        pairs = pair_records(src, real)
+        split = np.array([by_id[i].split for i in pairs.ids])
+        train_idx, test_idx = np.flatnonzero(split == "train"), np.flatnonzero(split != "train")
+        # Nested subsets: 226 = the 300-W folder's full-size training images, when that size is asked.
+        order = np.random.default_rng(0).permutation(train_idx)
+        full_size = [i for i in order if "300w_extra" not in pairs.images[i]]
+        order = np.array(full_size + [i for i in order if "300w_extra" in pairs.images[i]])
+        print(f"{len(pairs.ids)} pairs: {len(train_idx)} training faces, {len(test_idx)} LFPW test faces")
+        return cls(pairs, by_id, test_idx, order, full_size)
+
+    def records(self, idx) -> list:
+        return [self.by_id[self.pairs.ids[i]] for i in idx]
+
+    def images(self, idx) -> list[str]:
+        return [self.pairs.images[i] for i in idx]
+
+
+class Scores:
+    """Each method's row and per-face NMEs on the test faces."""
+
+    def __init__(self, target: np.ndarray, scheme):
+        self.target, self.scheme = target, scheme
+        self.rows: list[dict] = []
+        self.per_face: dict[str, np.ndarray] = {}
+
+    def __call__(self, name: str, pred: np.ndarray, **extra) -> None:
+        s = summary(pred, self.target, self.scheme, per_face=True)
+        self.per_face[name] = s.pop("per_face_nme")
+        ci = cell_interval(self.per_face[name][None])
         # Where the error is: the outline (where labelling conventions differ) against the rest.
-        e = point_errors(pred, tgt_test, scheme)
-        on_jaw = np.isin(np.arange(scheme.num_points), scheme.groups["jaw"])
+        e = point_errors(pred, self.target, self.scheme)
+        on_jaw = np.isin(np.arange(self.scheme.num_points), self.scheme.groups["jaw"])
         jaw, other = 100 * np.nanmean(e[:, on_jaw]), 100 * np.nanmean(e[:, ~on_jaw])
-        rows.append(dict(method=name, nme_pct=s["nme_pct"], ci=[ci.lo, ci.hi], fr=s["fr@0.08"], auc=s["auc@0.08"],
-                         jaw_pct=round(jaw, 3), other_points_pct=round(other, 3), **extra))
+        self.rows.append(dict(method=name, nme_pct=s["nme_pct"], ci=[ci.lo, ci.hi], fr=s["fr@0.08"],
+                              auc=s["auc@0.08"], jaw_pct=round(jaw, 3), other_points_pct=round(other, 3), **extra))
         print(f"{name:34s} NME {ci}  FR {100 * s['fr@0.08']:.1f}%  AUC {s['auc@0.08']:.3f}  "
               f"jaw {jaw:.2f}%  other points {other:.2f}%  {extra}", flush=True)
 
+    def differences(self) -> list[dict]:
+        names = list(self.per_face)
+        print("\npaired differences (row minus column, percentage points; 95% face bootstrap):")
+        diffs = []
+        for i, a_name in enumerate(names):
+            for b_name in names[i + 1:]:
+                d = difference(self.per_face[a_name][None], self.per_face[b_name][None])
+                diffs.append(dict(a=a_name, b=b_name, diff=d.mean, ci=[d.lo, d.hi],
+                                  verdict=_verdict(d, a_name, b_name)))
+                print(f"  {a_name} - {b_name}: {d}  ({_verdict(d, a_name, b_name)})")
+        return diffs
+
+
+def main() -> None:
+    args = _args()
+    set_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pool = Pool.read(args.pairs, args.real)
+    pairs, test_idx = pool.pairs, pool.test_idx
+    scores = Scores(pairs.target[test_idx], LabelAdapter("mediapipe468", "ibug68").target)
     if args.dlib_python:
-        res = run_dlib(args.dlib_python, [by_id[pairs.ids[i]] for i in full_size], test_recs)
-        score("dlib 68-point model", res["pred"], faces_per_s=len(test_idx) / res["predict_s"],
-              dlib_detections=int(sum(res["found"])))
+        res = run_dlib(args.dlib_python, pool.records(pool.full_size), pool.records(test_idx))
+        scores("dlib 68-point model", res["pred"], faces_per_s=len(test_idx) / res["predict_s"],
+               dlib_detections=int(sum(res["found"])))
     preds = {}
     for n in (int(v) for v in args.sizes.split(",")):
-        idx = np.sort(order[:n])
-        z = pairs.source_depth
-        if z is not None:  # the shape adapter with depth, beside the one without
-            a = LabelAdapter("mediapipe468", "ibug68")
-            t = time.perf_counter()
-            a.fit(pairs.source[idx], pairs.target[idx], FitConfig(), source_depth=z[idx])
-            score(f"shape-only + z ({a.head}), {n} pairs", a.predict(pairs.source[test_idx], z[test_idx]),
-                  fit_s=round(time.perf_counter() - t, 1))
-        z = z if args.depth else None
+        got = _one_size(pool, np.sort(pool.order[:n]), args, scores, out)
+        if got is not None:
+            preds[n] = got
+    diffs = scores.differences()
+    (out / "results.json").write_text(json.dumps(
+        {"rows": scores.rows, "differences": diffs,
+         "per_face_nme": {k: v.tolist() for k, v in scores.per_face.items()}}, indent=1))
+    _figures(out, scores.per_face, pool.records(test_idx), preds, scores.target)
+    print(f"wrote {out}/results.json, ced.png, overlays.png")
+
+
+def _one_size(pool: Pool, idx: np.ndarray, args: argparse.Namespace, score: Scores,
+              out: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """Fit and score every method on the ``idx`` training faces; the shape-only and refined
+    test predictions (None with --shape-only)."""
+    pairs, test_idx, n = pool.pairs, pool.test_idx, len(idx)
+    z = pairs.source_depth
+    if z is not None:  # the shape adapter with depth, beside the one without
         a = LabelAdapter("mediapipe468", "ibug68")
         t = time.perf_counter()
-        a.fit(pairs.source[idx], pairs.target[idx], FitConfig(), source_depth=None if z is None else z[idx])
-        shape_s = time.perf_counter() - t
-        zt = None if z is None else z[test_idx]
-        shape = a.predict(pairs.source[test_idx], zt)
-        score(f"shape-only ({a.head}), {n} pairs", shape, fit_s=round(shape_s, 1))
-        if args.ert:
-            res = run_ert(args.dlib_python, pairs.images, pairs.source, pairs.target, idx, test_idx, args.threads)
-            score(f"dlib ERT trainer, {n} pairs", res["pred"], fit_s=round(res["train_s"], 1),
-                  faces_per_s=round(len(test_idx) / res["predict_s"], 1))
-        if args.shape_only:
-            continue
-        t = time.perf_counter()
-        rep = a.fit_images(pairs.source[idx], pairs.target[idx], [pairs.images[i] for i in idx],
-                           RefineConfig(steps=args.steps), ids=[pairs.ids[i] for i in idx],
-                           source_depth=None if z is None else z[idx])
-        refine_s = time.perf_counter() - t
-        a.save(out / f"mp_{n}.gka", overwrite=True)
-        t = time.perf_counter()
-        pred, refined, problems = a.predict_images(pairs.source[test_idx], [pairs.images[i] for i in test_idx],
-                                                   source_depth=zt)
-        apply_s = time.perf_counter() - t
-        preds[n] = (shape, pred)
-        score(f"refined, {n} pairs", pred, fit_s=round(shape_s + refine_s, 1), kept=rep.used, how=rep.how,
-              kind=rep.method, candidates=rep.candidates,
-              val_shape=round(rep.shape_nme_pct, 3), val_refined=round(rep.refined_nme_pct, 3),
-              faces_per_s=round(len(test_idx) / apply_s, 1), unreadable=len(problems))
-    names = list(per_face)
-    print("\npaired differences (row minus column, percentage points; 95% face bootstrap):")
-    diffs = []
-    for i, a_name in enumerate(names):
-        for b_name in names[i + 1:]:
-            d = difference(per_face[a_name][None], per_face[b_name][None])
-            diffs.append(dict(a=a_name, b=b_name, diff=d.mean, ci=[d.lo, d.hi], verdict=_verdict(d, a_name, b_name)))
-            print(f"  {a_name} - {b_name}: {d}  ({_verdict(d, a_name, b_name)})")
-    (out / "results.json").write_text(json.dumps(
-        {"rows": rows, "differences": diffs, "per_face_nme": {k: v.tolist() for k, v in per_face.items()}}, indent=1))
-    _figures(out, per_face, test_recs, preds, tgt_test)
-    print(f"wrote {out}/results.json, ced.png, overlays.png")
+        a.fit(pairs.source[idx], pairs.target[idx], FitConfig(), source_depth=z[idx])
+        score(f"shape-only + z ({a.head}), {n} pairs", a.predict(pairs.source[test_idx], z[test_idx]),
+              fit_s=round(time.perf_counter() - t, 1))
+    z = z if args.depth else None
+    a = LabelAdapter("mediapipe468", "ibug68")
+    t = time.perf_counter()
+    a.fit(pairs.source[idx], pairs.target[idx], FitConfig(), source_depth=None if z is None else z[idx])
+    shape_s = time.perf_counter() - t
+    zt = None if z is None else z[test_idx]
+    shape = a.predict(pairs.source[test_idx], zt)
+    score(f"shape-only ({a.head}), {n} pairs", shape, fit_s=round(shape_s, 1))
+    if args.ert:
+        res = run_ert(args.dlib_python, pairs.images, pairs.source, pairs.target, idx, test_idx, args.threads)
+        score(f"dlib ERT trainer, {n} pairs", res["pred"], fit_s=round(res["train_s"], 1),
+              faces_per_s=round(len(test_idx) / res["predict_s"], 1))
+    if args.shape_only:
+        return None
+    t = time.perf_counter()
+    rep = a.fit_images(pairs.source[idx], pairs.target[idx], pool.images(idx), RefineConfig(steps=args.steps),
+                       ids=[pairs.ids[i] for i in idx], source_depth=None if z is None else z[idx])
+    refine_s = time.perf_counter() - t
+    a.save(out / f"mp_{n}.gka", overwrite=True)
+    t = time.perf_counter()
+    pred, _, problems = a.predict_images(pairs.source[test_idx], pool.images(test_idx), source_depth=zt)
+    apply_s = time.perf_counter() - t
+    score(f"refined, {n} pairs", pred, fit_s=round(shape_s + refine_s, 1), kept=rep.used, how=rep.how,
+          kind=rep.method, candidates=rep.candidates, val_shape=round(rep.shape_nme_pct, 3),
+          val_refined=round(rep.refined_nme_pct, 3), faces_per_s=round(len(test_idx) / apply_s, 1),
+          unreadable=len(problems))
+    return shape, pred
 
 
 def _size(name: str) -> int | None:
