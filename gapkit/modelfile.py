@@ -94,7 +94,10 @@ def weights_digest(data: bytes) -> str:
 def write_model_file(path: str | Path, kind: FileKind, meta: dict | BaseModel, weights: bytes,
                      overwrite: bool = False) -> Path:
     """Write ``meta`` and ``weights`` (npz bytes) as one ``kind`` file, atomically. A dict meta is
-    written as ``json.dumps(meta, indent=1)``, a pydantic one as ``model_dump_json(indent=1)``."""
+    written as ``json.dumps(meta, indent=1)`` with the weights' digest added, a pydantic one as
+    ``model_dump_json(indent=1)`` (it holds the digest itself)."""
+    if isinstance(meta, dict):  # a model's meta carries its own digest field
+        meta = {**meta, DIGEST_KEY: weights_digest(weights)}
     text = meta.model_dump_json(indent=1) if isinstance(meta, BaseModel) else json.dumps(meta, indent=1)
     head = json.loads(text)
     if head.get("kind") != kind.kind or head.get("file_version") != kind.version:

@@ -66,3 +66,17 @@ def test_the_fixtures_are_the_old_files():
     # Written by 0.1.0 before the container: their meta has no weights digest for adapters.
     with zipfile.ZipFile(LEGACY / "shape.gka") as z:
         assert "weights_sha256" not in z.read("meta.json").decode()
+
+
+def test_a_new_adapter_file_carries_its_digest_and_a_changed_weight_is_refused(tmp_path):
+    adapter = LabelAdapter.load(LEGACY / "shape.gka")
+    adapter.save(tmp_path / "new.gka")
+    assert read_model_file(tmp_path / "new.gka", ADAPTER).meta["weights_sha256"]
+    with zipfile.ZipFile(tmp_path / "new.gka") as z:
+        meta, weights = z.read("meta.json"), bytearray(z.read("weights.npz"))
+    weights[len(weights) // 2] ^= 0xFF
+    with zipfile.ZipFile(tmp_path / "bad.gka", "w") as z:
+        z.writestr("meta.json", meta)
+        z.writestr("weights.npz", bytes(weights))
+    with pytest.raises(AdapterError, match="bad.gka: the weights do not match their digest"):
+        LabelAdapter.load(tmp_path / "bad.gka")
