@@ -15,6 +15,7 @@ from gapkit.cli.ui import (
     ThreadsOpt,
     console,
     err,
+    exit_for,
     job_errors,
     parse_opts,
     progress_bar,
@@ -194,8 +195,7 @@ def apply(
     if problems:
         err.print(f"[yellow]{len(problems)} faces kept the shape-only answer: no readable image[/yellow]")
         show_problems(problems)
-    if rep.problems or problems:
-        raise typer.Exit(1)
+    exit_for([*rep.problems, *problems])
 
 
 @app.command("eval")
@@ -229,8 +229,7 @@ def evaluate(
         print(json.dumps({"adapter": str(adapter_file), "pairs": len(pairs.ids), "rows": rows}, indent=1))
     else:
         _eval_table(adapter, pairs, rows)
-    if problems:
-        raise typer.Exit(1)
+    exit_for(problems)
 
 
 def _eval_table(adapter, pairs, rows: list[dict]) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from gapkit.cli.ui import console, err, job_errors, progress_bar, show_problems
+from gapkit.cli.ui import NoImagesOpt, console, err, exit_for, job_errors, progress_bar, show_problems
 
 app = typer.Typer(help="Measure and draw the gaps between two face sets (A: synthetic, B: real).",
                   no_args_is_help=True)
@@ -33,6 +33,7 @@ def report(
     seed: int = 0,
     device: Annotated[str, typer.Option(help="cpu | cuda | auto, for --adapter and --backbone")] = "cpu",
     overwrite: Annotated[bool, typer.Option(help="replace an existing report in OUT")] = False,
+    no_images: NoImagesOpt = False,
 ) -> None:
     """Label gap (pose-matched offsets, Fréchet, MMD, modes), pose gap (solvePnP yaw/pitch/roll) and
     visual gap (image statistics, domain-classifier AUC, Fréchet) between A and B."""
@@ -40,8 +41,10 @@ def report(
     from gapkit.gap import GapOptions, gap_report, table_rows
 
     with job_errors():
-        opts = GapOptions(adapter=adapter, backbone=backbone, visual=visual, max_faces=max_faces, seed=seed,
-                          device=resolve_device(device))
+        if no_images and visual:
+            err.print("--no-images: the visual gap needs the pixels, so only the label and pose gaps are measured")
+        opts = GapOptions(adapter=adapter, backbone=backbone, visual=visual and not no_images, max_faces=max_faces,
+                          seed=seed, device=resolve_device(device), labels_only=no_images)
         with progress_bar("gap report") as bar:
             task = bar.add_task("", total=None)
             res = gap_report(a, b, out, a_fmt=from_a, b_fmt=from_b, a_splits=split_a, b_splits=split_b,
@@ -59,4 +62,4 @@ def report(
     if res.problems:
         err.print(f"[yellow]skipped {len(res.problems)} bad inputs[/yellow] (listed in the report)")
         show_problems(res.problems)
-        raise typer.Exit(1)
+    exit_for(res.problems)

@@ -18,10 +18,14 @@ from gapkit.cli.gap import app as gap_app
 from gapkit.cli.model import export, predict
 from gapkit.cli.model import train as train_command
 from gapkit.cli.ui import (
+    EXIT_SKIPPED,
     FromOpt,
+    NoImagesOpt,
     OptionsOpt,
+    WriteOptionsOpt,
     console,
     err,
+    exit_for,
     fail,
     job_errors,
     parse_opts,
@@ -31,7 +35,9 @@ from gapkit.cli.ui import (
 from gapkit.errors import GapkitError
 from gapkit.version import __version__
 
-app = typer.Typer(help="gapkit: close the label gap and the domain gap between synthetic and real face landmarks.",
+app = typer.Typer(help="gapkit: close the label gap and the domain gap between synthetic and real face landmarks. "
+                       "Exit codes: 0 done; 1 bad records skipped (listed); 2 could not start; "
+                       "3 an internal error was caught on some records (tracebacks in the report).",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 app.add_typer(adapt_app, name="adapt")
 app.add_typer(gap_app, name="gap")
@@ -53,11 +59,14 @@ def convert(
     strict: Annotated[bool, typer.Option(help="stop at the first bad record")] = False,
     report: Annotated[Path | None, typer.Option(help="JSON report path [default: OUT.report.json]")] = None,
     opt: OptionsOpt = None,
+    write_opt: WriteOptionsOpt = None,
+    no_images: NoImagesOpt = False,
 ) -> None:
     """Convert a landmark dataset between formats (and schemes), skipping and reporting bad records.
 
     Every image is opened (header and end marker), so a missing, empty or truncated image is
-    a skipped record, never a converted one; `gapkit validate` also decodes every pixel."""
+    a skipped record, never a converted one; `gapkit validate` also decodes every pixel. With
+    --no-images only the labels are read (writers that place images need -W images=none)."""
     from gapkit.convert import convert as run
     from gapkit.convert import write_report
     from gapkit.files import check_output
@@ -70,21 +79,30 @@ def convert(
         with progress_bar(f"converting {src.name}") as bar:
             task = bar.add_task("", total=None)
             rep = run(src, out, fmt, to_fmt, scheme=scheme, mapping=mapping, splits=split, overwrite=overwrite,
-                      strict=strict, read_options=parse_opts(opt), progress=lambda n: bar.advance(task, n))
+                      strict=strict, read_options=parse_opts(opt), write_options=parse_opts(write_opt),
+                      progress=lambda n: bar.advance(task, n), labels_only=no_images)
         write_report(rep, report_path, overwrite=overwrite)
     if not rep.written:
         err.print(f"[red]no good records[/red] in {src}: nothing written; {rep.skipped} skipped, report: {report_path}")
         show_problems(rep.problems)
-        raise typer.Exit(1)
+        exit_for(rep.problems)
+        raise typer.Exit(EXIT_SKIPPED)  # nothing was bad, but nothing was left (other splits, no faces)
     schemes = ", ".join(f"{k} ({v})" for k, v in rep.schemes.items()) or "none"
     console.print(f"[green]wrote[/green] {rep.written} records to {out} [dim]({to_fmt}; schemes: {schemes})[/dim]")
-    if rep.filtered:
-        console.print(f"left out {rep.filtered} records of other splits")
+    _counted(rep)
     if rep.problems:
         err.print(f"[yellow]skipped {rep.skipped} bad records[/yellow]; report: {report_path}")
         show_problems(rep.problems)
-        raise typer.Exit(1)
     console.print(f"report: {report_path}")
+    exit_for(rep.problems)
+
+
+def _counted(rep) -> None:
+    """What was left out on purpose: other splits, entries that hold no face."""
+    if rep.filtered:
+        console.print(f"left out {rep.filtered} records of other splits")
+    for reason, n in rep.not_faces.items():
+        console.print(f"left out {n} entries without a face ({reason})")
 
 
 @app.command()
@@ -96,6 +114,7 @@ def validate(
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the report as JSON")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing --json file")] = False,
     opt: OptionsOpt = None,
+    no_images: NoImagesOpt = False,
 ) -> None:
     """Check and summarise a dataset without writing it; every image is decoded in full."""
     from gapkit.convert import validate as run
@@ -107,7 +126,7 @@ def validate(
         with progress_bar(f"validating {src.name}") as bar:
             task = bar.add_task("", total=None)
             rep = run(src, fmt, strict=strict, splits=split, read_options=parse_opts(opt),
-                      progress=lambda n: bar.advance(task, n))
+                      progress=lambda n: bar.advance(task, n), labels_only=no_images)
         if json_out:
             write_report(rep, json_out, overwrite=overwrite)
     t = Table(title=f"{src} ({fmt})", show_header=False)
@@ -119,13 +138,16 @@ def validate(
     if s["image_width"]:
         t.add_row("image width / height", f"{s['image_width'][0]}-{s['image_width'][1]} / "
                                           f"{s['image_height'][0]}-{s['image_height'][1]} px")
+    if s["records_without_image_size"]:
+        t.add_row("records without an image size", str(s["records_without_image_size"]))
     t.add_row("points outside the image", f"{s['points_outside_image']} in {s['records_with_points_outside_image']} records")
     t.add_row("missing (NaN) points", f"{s['missing_points']} in {s['records_with_missing_points']} records")
     t.add_row("duplicate shapes", str(s["duplicate_shapes"]))
     console.print(t)
+    _counted(rep)
     if rep.problems:
         show_problems(rep.problems, limit=50)
-        raise typer.Exit(1)
+    exit_for(rep.problems)
 
 
 @app.command()
@@ -280,14 +302,16 @@ def formats(name: Annotated[str | None, typer.Argument(help="show one format's o
         console.print(f"  reads {escape(fi.looks_for)}" + (f"; files ending {', '.join(fi.files)}" if fi.files else ""),
                       highlight=False)
         console.print("  stores: " + (", ".join(CAPABILITIES[c] for c in sorted(fi.stores)) or "points only"))
-        for side, opts in (("read", fi.read_options), ("write", fi.write_options)):
+        if fi.labels_only:
+            console.print("  reads labels without the images too (--no-images)")
+        for side, flag, opts in (("read", "-O", fi.read_options), ("write", "-W", fi.write_options)):
             for k, v in opts.items():
-                console.print(f"  {side} -O {k}=...: {escape(v)}", highlight=False)
+                console.print(f"  {side} {flag} {k}=...: {escape(v)}", highlight=False)
         return
     t = Table(title="formats (gapkit formats NAME: options in full)")
     for col in ("format", "write", "files"):
         t.add_column(col, no_wrap=True)
-    for col in ("about", "stores", "-O options"):
+    for col in ("about", "stores", "-O / -W options"):
         t.add_column(col, overflow="fold")
     for fname, mod in FORMATS.items():
         fi = mod.INFO

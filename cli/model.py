@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from gapkit.cli.ui import FromOpt, ThreadsOpt, console, err, job_errors, progress_bar, show_problems
+from gapkit.cli.ui import FromOpt, ThreadsOpt, console, err, exit_for, job_errors, progress_bar, show_problems
 from gapkit.errors import ConfigError
 
 DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda")]
@@ -121,8 +121,8 @@ def predict(
     if rep.problems:
         err.print(f"[yellow]skipped {len(rep.problems)}[/yellow]; report: {report_path}")
         show_problems(rep.problems)
-        raise typer.Exit(1)
     console.print(f"report: {report_path}")
+    exit_for(rep.problems)
 
 
 def export(

@@ -25,6 +25,10 @@ err = Console(stderr=True)
 FromOpt = Annotated[str | None, typer.Option("--from", help="input format (guessed from SRC when left out)")]
 OptionsOpt = Annotated[list[str] | None, typer.Option(
     "--opt", "-O", help="reader option KEY=VALUE, e.g. -O keypoints=dense, -O subset=common, -O images=DIR")]
+WriteOptionsOpt = Annotated[list[str] | None, typer.Option(
+    "--write-opt", "-W", help="writer option KEY=VALUE, e.g. -W images=copy (see `gapkit formats NAME`)")]
+NoImagesOpt = Annotated[bool, typer.Option(
+    "--no-images", help="read the labels only: no image is opened (sizes only where the file gives them)")]
 
 
 def parse_opts(items: list[str] | None) -> dict:
@@ -56,9 +60,27 @@ def job_errors() -> Iterator[None]:
         fail(exc)
 
 
+# Exit codes, the same for every command: 0 done; 1 done, but bad records were skipped (listed);
+# 2 could not start (a usage or configuration error, an input that holds nothing of its format);
+# 3 done, but gapkit itself failed on some records (an internal error, its traceback in the report).
+EXIT_SKIPPED, EXIT_CANNOT_START, EXIT_INTERNAL = 1, 2, 3
+
+
 def fail(exc: Exception) -> None:
     err.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
-    raise typer.Exit(2)
+    raise typer.Exit(EXIT_CANNOT_START)
+
+
+def exit_for(problems: list) -> None:
+    """End a command that finished with ``problems``: 3 when gapkit failed on a record (a bug,
+    not the input), 1 when only bad records were skipped, nothing (0) when there were none."""
+    internal = [p for p in problems if getattr(p, "kind", "bad") == "internal"]
+    if internal:
+        err.print(f"[red]{len(internal)} records hit an internal error[/red] (a gapkit bug, not your data: "
+                  "the report holds the tracebacks; please report it)")
+        raise typer.Exit(EXIT_INTERNAL)
+    if problems:
+        raise typer.Exit(EXIT_SKIPPED)
 
 
 def show_problems(problems: list, limit: int = 20) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -60,20 +61,37 @@ class FormatError(GapkitError):
         return Problem(path=self.path, line=self.line, reason=self.reason)
 
 
+# What a Problem is: a bad input ("bad"), an exception gapkit did not expect while reading one
+# record ("internal": a bug, reported with its traceback, the run goes on), or an entry that is
+# not a face and is skipped on purpose ("not_a_face": counted, not an error).
+PROBLEM_KINDS = ("bad", "internal", "not_a_face")
+
+
 @dataclass(frozen=True)
 class Problem:
-    """A bad file or record that a bulk job skipped."""
+    """A bad file or record that a bulk job skipped. ``line`` is the file's line, or the
+    0-based index of the annotation or entry in a one-file format (the reason says which)."""
 
     path: str
     line: int | None
     reason: str
+    kind: str = "bad"
+    detail: str | None = None  # the traceback of an internal error
 
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line is not None else self.path
         return f"{where}: {self.reason}"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None or k == "line"}
+
+
+def internal_problem(path: str | Path, line: int | None, exc: BaseException) -> Problem:
+    """An unexpected exception while reading one record, as a Problem: the run goes on, and the
+    exit code and report say that gapkit, not the input, failed there."""
+    reason = clip(f"internal error ({type(exc).__name__}: {exc}); please report it", MAX_REASON)
+    return Problem(str(path), line, reason, kind="internal",
+                   detail="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
 
 
 class StrictStop(GapkitError):

@@ -19,7 +19,15 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from gapkit.errors import ConfigError, FormatError, GapkitError, InputError, Problem, StrictStop
+from gapkit.errors import (
+    ConfigError,
+    FormatError,
+    GapkitError,
+    InputError,
+    Problem,
+    StrictStop,
+    internal_problem,
+)
 from gapkit.formats import check_options, get_format, guess_format
 from gapkit.images import image_size
 from gapkit.records import FaceRecord
@@ -32,12 +40,15 @@ Progress = Callable[[int], None]
 
 class DataSource(Settings):
     """One input: ``path`` (a manifest, or a file or folder of ``format``), the splits to keep
-    (None: all) and reader options (the -O of the command line)."""
+    (None: all), reader options (the -O of the command line) and ``labels_only``: read the
+    labels without opening the images (records have no width and height unless the file gives
+    them; a format that cannot is refused by name)."""
 
     path: Path
     format: str | None = None
     splits: list[str] | None = None
     options: dict = Field(default_factory=dict)
+    labels_only: bool = False
 
 
 @dataclass
@@ -52,19 +63,29 @@ class Report:
     splits: Counter = field(default_factory=Counter)
     sources: Counter = field(default_factory=Counter)
     stats: dict = field(default_factory=dict)
+    not_faces: Counter = field(default_factory=Counter)  # entries that hold no face, by reason: not errors
 
     @property
     def skipped(self) -> int:
         return len(self.problems)
 
+    @property
+    def internal(self) -> int:
+        """Records lost to an exception gapkit did not expect (a bug, not bad input)."""
+        return sum(p.kind == "internal" for p in self.problems)
+
     def add(self, problem: Problem, strict: bool = False) -> None:
+        if problem.kind == "not_a_face":
+            self.not_faces[problem.reason] += 1
+            return
         self.problems.append(problem)
         if strict:
             raise StrictStop(problem)
 
     def to_dict(self) -> dict:
         return {"gapkit_version": __version__, "read": self.read, "written": self.written,
-                "filtered_out": self.filtered, "skipped": self.skipped,
+                "filtered_out": self.filtered, "skipped": self.skipped, "internal_errors": self.internal,
+                "not_faces": dict(self.not_faces),
                 "schemes": dict(self.schemes), "splits": dict(self.splits), "sources": dict(self.sources),
                 "stats": self.stats, "problems": [p.to_dict() for p in self.problems]}
 
@@ -88,8 +109,12 @@ def open_source(src: DataSource):
     mod = get_format(fmt)
     check_options(fmt, src.options)
     fi = mod.INFO
+    if src.labels_only and not fi.labels_only:
+        raise ConfigError(f"{fmt} cannot read labels without their images yet; drop --no-images")
     if src.path.is_file() and not fi.files:
         raise InputError(f"{src.path} is a file, but {fmt} reads a folder of {fi.looks_for}")
+    if src.path.is_dir() and not fi.folder:
+        raise InputError(f"{src.path} is a folder, but {fmt} reads one file: {fi.looks_for}")
     if src.splits and fi.splits:
         unknown = sorted(set(src.splits) - set(fi.splits))
         if unknown:
@@ -99,17 +124,23 @@ def open_source(src: DataSource):
 
 
 def _present(src: DataSource, mod) -> str:
-    counts = Counter(r.split for r in mod.read(src.path, **src.options) if isinstance(r, FaceRecord))
+    counts = Counter(r.split for r in _read(mod, src) if isinstance(r, FaceRecord))
     return _listed(counts) or "no readable records"
 
 
 def _read(mod, src: DataSource) -> Iterator[FaceRecord | Problem]:
     """The reader's stream; a file that cannot be opened at all (a symlink loop, a device)
-    stops the job with its name rather than a traceback."""
+    stops the job with its name rather than a traceback. A reader that fails outside its
+    per-record guard loses the rest of that source, named as an internal problem, never the run."""
+    options = src.options | ({"labels_only": True} if src.labels_only else {})
     try:
-        yield from mod.read(src.path, **src.options)
+        yield from mod.read(src.path, **options)
     except OSError as exc:
         raise InputError(f"{exc.filename or src.path}: cannot read ({exc.strerror or exc})") from None
+    except GapkitError:
+        raise  # the source as a whole cannot be read as asked: one clear line
+    except Exception as exc:  # noqa: BLE001 - the last boundary: the job goes on with the next source
+        yield internal_problem(src.path, None, exc)
 
 
 class _Mapping:

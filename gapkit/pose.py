@@ -78,6 +78,15 @@ def estimate_pose(points: np.ndarray, scheme: str, width: int, height: int) -> n
     return out
 
 
+def _image_size(r) -> tuple[int, int]:
+    """The record's image size; for labels read without their image, a frame centred on the
+    face (the camera's principal point at the face's centre, as in a face crop)."""
+    if r.width is not None and r.height is not None:
+        return r.width, r.height
+    centre = np.nanmean(r.points, axis=0) if not np.isnan(r.points).all() else np.zeros(2)
+    return max(1, int(round(2 * abs(centre[0])))), max(1, int(round(2 * abs(centre[1]))))
+
+
 def records_pose(records: list, prefer_stored: bool = False) -> np.ndarray:
     """(N, 3) pose of each record from its points; with ``prefer_stored`` a record's own
     ``attributes`` yaw/pitch/roll (the simulator writes them) are used where present."""
@@ -88,7 +97,7 @@ def records_pose(records: list, prefer_stored: bool = False) -> np.ndarray:
         if prefer_stored and all(isinstance(a.get(k), (int, float)) for k in ("yaw", "pitch", "roll")):
             out[i] = a["yaw"], a["pitch"], a["roll"]
         else:
-            groups.setdefault((r.scheme, r.width, r.height), []).append(i)
+            groups.setdefault((r.scheme, *_image_size(r)), []).append(i)
     for (scheme, w, h), idx in groups.items():
         out[idx] = estimate_pose(np.stack([records[i].points for i in idx]), scheme, w, h)
     return out

@@ -69,8 +69,8 @@ class FaceRecord(BaseModel):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
     id: str = Field(min_length=1)
     image: str = Field(description="image path; relative to the manifest file, or absolute")
-    width: PositiveInt
-    height: PositiveInt
+    width: PositiveInt | None = Field(default=None, description="pixels; none: unknown (labels read without the image)")
+    height: PositiveInt | None = Field(default=None, description="pixels; none: unknown (labels read without the image)")
     scheme: str
     points: Points
     visible: list[bool] | None = Field(default=None, description="per point; false = occluded/self-occluded")
@@ -100,8 +100,11 @@ class FaceRecord(BaseModel):
         return get_scheme(self.scheme)
 
     def outside(self) -> np.ndarray:
-        """(K,) bool: the point lies outside the image (NaN points are not outside)."""
+        """(K,) bool: the point lies outside the image (NaN points are not outside; nothing is
+        outside an image of unknown size)."""
         x, y = self.points[:, 0], self.points[:, 1]
+        if self.width is None or self.height is None:
+            return np.zeros(len(x), bool)
         with np.errstate(invalid="ignore"):
             return (x < 0) | (y < 0) | (x > self.width) | (y > self.height)
 

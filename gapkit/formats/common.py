@@ -7,10 +7,23 @@ import shutil
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
-from gapkit.errors import FormatError, GapkitError, OutputExistsError, Problem, clip
+from gapkit.errors import (
+    ConfigError,
+    FormatError,
+    GapkitError,
+    InputError,
+    OutputExistsError,
+    Problem,
+    clip,
+    internal_problem,
+)
+from gapkit.images import image_size
 from gapkit.records import FaceRecord
 from gapkit.schemes import get_scheme
+
+T = TypeVar("T")
 
 # What a format can store, as FormatInfo.stores names it.
 CAPABILITIES = {
@@ -38,11 +51,27 @@ class FormatInfo:
     write_options: Mapping[str, str] = field(default_factory=dict)
     splits: tuple[str, ...] = ()                    # the fixed split names, when the layout defines them
     detect_rank: int = 50                           # guess_format tries lower ranks first: specific layouts
+    labels_only: bool = False                       # read(..., labels_only=True) works without the images
 
     def __post_init__(self) -> None:
         unknown = set(self.stores) - set(CAPABILITIES)
         if unknown:
             raise ValueError(f"{self.name}: unknown capabilities {sorted(unknown)}")
+
+
+def guarded(path: str | Path, line: int | None, build: Callable[..., T], *args, **kwargs) -> T | Problem:
+    """``build(*args, **kwargs)`` for one record, where nothing it raises ends the run: a
+    FormatError is the record's problem; any other exception is an internal problem naming the
+    place (a reader bug must not lose every other record of the job). Other gapkit errors (a
+    setting that cannot work) still stop the job."""
+    try:
+        return build(*args, **kwargs)
+    except FormatError as exc:
+        return exc.problem()
+    except GapkitError:
+        raise  # a setting that cannot work for any record stops the job with one line
+    except Exception as exc:  # noqa: BLE001 - the boundary: turned into a named problem, not lost
+        return internal_problem(path, line, exc)
 
 
 def on_line(exc: FormatError, path: Path, lineno: int) -> Problem:
@@ -102,20 +131,26 @@ def write_each(records: Iterable[FaceRecord], out: Path, overwrite: bool,
     """Folder writers: prepare ``out``, write record by record, turn per-record failures into Problems."""
     prepare_dir(out, overwrite)
     for rec in records:
-        try:
-            write_one(rec, out / safe_relpath(rec.id))
-            yield rec
-        except FormatError as exc:
-            yield exc.problem()
+        done = guarded(rec.image, None, write_one, rec, out / safe_relpath(rec.id))
+        yield done if isinstance(done, Problem) else rec
+
+
+IMAGE_MODES = ("link", "copy", "none")
 
 
 def place_image(rec: FaceRecord, dest: Path, mode: str = "link") -> None:
-    """Put the record's image at ``dest``: hard link when possible (cheap), else copy."""
-    src = Path(rec.image)
+    """Put the record's image at ``dest``: hard link when possible (cheap), else copy; the file a
+    symlink points to, never the link (a relative link would dangle in the output); then check
+    that what was written is the image."""
+    if mode not in IMAGE_MODES:
+        raise ConfigError(f"images={mode!r}: use one of {', '.join(IMAGE_MODES)}")
+    if mode == "none":
+        return
+    src = Path(rec.image).resolve()
     if not src.is_file():
-        raise FormatError(src, "image file is missing")
+        raise FormatError(rec.image, "image file is missing")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if mode == "none" or (dest.exists() and dest.samefile(src)):
+    if dest.exists() and dest.samefile(src):
         return
     # beside dest first, then one rename: an overwritten image is never half there
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
@@ -126,6 +161,33 @@ def place_image(rec: FaceRecord, dest: Path, mode: str = "link") -> None:
             os.link(src, tmp)
         except OSError:
             shutil.copy2(src, tmp)
+        if tmp.stat().st_size != src.stat().st_size:
+            raise FormatError(dest, f"the written image is {tmp.stat().st_size} bytes, {src} is {src.stat().st_size}")
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def one_file(path: Path, info: FormatInfo) -> None:
+    """A one-file format given a folder: the job cannot start (the same words as for the reverse)."""
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, but {info.name} reads one file: {info.looks_for}")
+
+
+def image_size_at(path: str | Path, lineno: int | None, img: str | Path) -> tuple[int, int]:
+    """The image's (width, height); an image that will not open is the problem of this file's
+    line, naming the image."""
+    try:
+        return image_size(img)
+    except FormatError as exc:
+        raise FormatError(path, f"{clip(exc.path, 120)}: {exc.reason}", lineno) from None
+
+
+def checked_size(path: str | Path, lineno: int | None, img: str | Path,
+                 width: int | None, height: int | None) -> tuple[int, int]:
+    """The image's (width, height), after checking the sizes the file gives (None: not given)."""
+    w, h = image_size_at(path, lineno, img)
+    if (width is not None and width != w) or (height is not None and height != h):
+        given = f"{'?' if width is None else width}x{'?' if height is None else height}"
+        raise FormatError(path, f"size {given} does not match image {clip(str(img), 120)} ({w}x{h})", lineno)
+    return w, h

@@ -30,6 +30,7 @@ class GapOptions(Settings):
     adapter: Path | None = None
     backbone: Path | None = None
     visual: bool = True
+    labels_only: bool = False  # read the sets without their images (no visual gap; an adapter must not refine)
     crop_size: int = 64
     max_faces: int | None = None
     seed: int = 0

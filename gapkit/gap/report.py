@@ -43,9 +43,11 @@ class GapResult:
     problems: list[Problem] = field(default_factory=list)
 
 
-def _load(src: str | Path, fmt: str | None, splits: list[str] | None, max_faces: int | None, seed: int,
+def _load(src: str | Path, fmt: str | None, splits: list[str] | None, opt: GapOptions,
           side: str) -> tuple[FaceSet, list[Problem]]:
-    faces, rep = load(DataSource(path=Path(src), format=fmt, splits=splits), require=f"set {side}")
+    source = DataSource(path=Path(src), format=fmt, splits=splits, labels_only=opt.labels_only)
+    faces, rep = load(source, require=f"set {side}")
+    max_faces, seed = opt.max_faces, opt.seed
     return faces.subset(max_faces, [seed, ord(side)]), list(rep.problems)
 
 
@@ -92,8 +94,8 @@ def gap_report(a_src: str | Path, b_src: str | Path, out: str | Path, *, a_fmt: 
     out = Path(out)
     if (out / "gap.json").exists() and not overwrite:
         raise OutputExistsError(f"{out} already holds a gap report; pass --overwrite to replace it")
-    a_recs, a_bad = _load(a_src, a_fmt, a_splits, opt.max_faces, opt.seed, "A")
-    b_recs, b_bad = _load(b_src, b_fmt, b_splits, opt.max_faces, opt.seed, "B")
+    a_recs, a_bad = _load(a_src, a_fmt, a_splits, opt, "A")
+    b_recs, b_bad = _load(b_src, b_fmt, b_splits, opt, "B")
     ctx = _context(a_recs, b_recs, names, opt, log, progress, a_bad + b_bad)
     summary: dict = {
         "a": {"source": str(a_src), "name": names[0], "n": len(a_recs), "scheme": a_recs[0].scheme,
