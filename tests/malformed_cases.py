@@ -38,7 +38,8 @@ FIRST_COORD = {"300w": 2, "facesynthetics": 0, "menpo": 2, "wflw": 0, "csv": 0}
 
 TEXT_KINDS = ("empty", "truncated", "wrong_count", "nan", "inf", "non_numeric", "binary", "huge_line",
               "bom_crlf", "transposed", "wrong_type_json", "nested_json", "unreadable", "symlink_loop",
-              "duplicate_id")
+              "duplicate_id", "negative_count", "huge_count", "wrong_type_field", "missing_field")
+PTS_FORMATS = ("300w", "menpo")  # a .pts header whose n_points would size an allocation
 IMAGE_KINDS = ("truncated_image", "zero_byte_image", "text_as_png")
 GOOD_VARIANTS = {"bom_crlf"}          # legitimate: must be read
 EITHER = {"unreadable"}                # root reads a chmod 000 file; both outcomes are right
@@ -63,8 +64,10 @@ _NUM = re.compile(r"(?<![\w.\-])-?\d+(?:\.\d+)?(?![\w.])")
 
 
 def applies(fmt: str, kind: str) -> bool:
-    if kind in ("wrong_type_json", "nested_json"):
+    if kind in ("wrong_type_json", "nested_json", "wrong_type_field", "missing_field"):
         return fmt in JSON_FORMATS
+    if kind in ("negative_count", "huge_count"):
+        return fmt in PTS_FORMATS
     if kind == "duplicate_id":
         return fmt in LINE_FORMATS
     if kind == "transposed":
@@ -98,6 +101,8 @@ def _mutate_text(fmt: str, kind: str, text: str) -> str | bytes:
         return "[" * 100_000 + "]" * 100_000
     if fmt in JSON_FORMATS:
         return _mutate_json(fmt, kind, json.loads(text))
+    if kind in ("negative_count", "huge_count"):
+        return re.sub(r"n_points:\s*\d+", "n_points: " + ("-5" if kind == "negative_count" else "10000000000000"), text)
     nums = list(_NUM.finditer(text))
     first = FIRST_COORD[fmt]
     if kind in ("nan", "inf", "non_numeric"):
@@ -120,9 +125,25 @@ def _mutate_text(fmt: str, kind: str, text: str) -> str | bytes:
     raise ValueError(kind)
 
 
+# A field of the wrong JSON type, and a required field left out, inside one record.
+FIELD_DAMAGE = {
+    ("manifest", "wrong_type_field"): lambda d: d.update(attributes=[1, 2]),
+    ("manifest", "missing_field"): lambda d: d.pop("points"),
+    ("menpo_ljson", "wrong_type_field"): lambda d: d.update(groups=["LJSON"]),
+    ("menpo_ljson", "missing_field"): lambda d: d["groups"]["LJSON"].pop("landmarks"),
+    ("datagen", "wrong_type_field"): lambda d: d["face"].update(standard="all of them"),
+    ("datagen", "missing_field"): lambda d: d["face"]["standard"][sorted(d["face"]["standard"])[0]].pop("pixel_2d"),
+    ("coco", "wrong_type_field"): lambda d: d["annotations"][-1].update(gapkit="not an object"),
+    ("coco", "missing_field"): lambda d: d["annotations"][-1].pop("keypoints"),
+}
+
+
 def _mutate_json(fmt: str, kind: str, doc) -> str:
     if kind == "wrong_type_json":
         return json.dumps(["not", "a", "record"] if fmt != "manifest" else [1, 2, 3])
+    if (fmt, kind) in FIELD_DAMAGE:
+        FIELD_DAMAGE[fmt, kind](doc)
+        return json.dumps(doc)
     if fmt == "manifest":
         pts = doc["points"]
         if kind == "wrong_count":
@@ -226,7 +247,7 @@ def build(fmt: str, kind: str, root: Path) -> tuple[Path, str, set[str] | None, 
         return path, fmt, set(), img.name
     if not _special(kind, path, root / "data"):
         text = path.read_text(encoding="utf-8")
-        if fmt == "coco" and kind in ("nan", "inf", "non_numeric", "wrong_count"):
+        if fmt == "coco" and kind in ("nan", "inf", "non_numeric", "wrong_count", "wrong_type_field", "missing_field"):
             good = set(load(DataSource(path=path, format=fmt))[0].ids)
             doc = json.loads(text)
             _write(path, _mutate_json(fmt, kind, doc))
@@ -301,27 +322,47 @@ def cases() -> list[tuple[str, str]]:
     return [(f, k) for f in fmts for k in (*TEXT_KINDS, *IMAGE_KINDS) if applies(f, k)]
 
 
-if __name__ == "__main__":  # outcome table for the closing note
-    import tempfile
-    from collections import Counter
-
+def outcome(fmt: str, kind: str, root: Path, labels_only: bool) -> str:
+    """ok, crash, silently accepted (bad input read as good) or refused valid (good input refused)."""
     from gapkit.errors import GapkitError
     from gapkit.faceset import DataSource, load
 
-    outcomes: Counter = Counter()
-    for fmt, kind in cases():
-        with tempfile.TemporaryDirectory() as tmp:
-            path, real, good, victim = build(fmt, kind, Path(tmp))
-            try:
-                faces, rep = load(DataSource(path=path, format=real), check_images=True)
-                named = any(victim in p.path or victim in p.reason for p in rep.problems)
-                res = f"{len(faces)} good, {rep.skipped} problems" + (", names the file" if named else "")
-                outcomes["problem named" if named else ("read as good" if not rep.problems else "other")] += 1
-            except GapkitError as exc:
-                res = f"refused: {exc}"[:90]
-                outcomes["refused (exit 2)"] += 1
-            except Exception as exc:  # noqa: BLE001 - the table shows crashes instead of stopping
-                res = f"CRASH {type(exc).__name__}: {exc}"[:120]
-                outcomes["crash"] += 1
-            print(f"{fmt:15s} {kind:16s} {res}")
-    print(dict(outcomes), sum(outcomes.values()), "cases")
+    path, real, good, victim = build(fmt, kind, root)
+    want = "good" if labels_only and kind in IMAGE_KINDS else expected(fmt, kind)
+    try:
+        faces, rep = load(DataSource(path=path, format=real, labels_only=labels_only), check_images=not labels_only)
+    except GapkitError:
+        return "ok" if want in ("refused-or-named", "either") else "refused valid"
+    except Exception:  # noqa: BLE001 - the table counts crashes instead of stopping
+        return "crash"
+    if any(p.kind == "internal" for p in rep.problems):
+        return "crash"
+    named = any(victim in p.path or victim in p.reason for p in rep.problems)
+    lost = bool(good) and not good <= set(faces.ids)
+    if want == "good":
+        return "refused valid" if rep.problems or lost else "ok"
+    if want == "either":
+        return "ok"
+    return "ok" if named and not lost else "silently accepted"
+
+
+if __name__ == "__main__":  # outcome table for the closing note: by mode, reader and kind
+    import tempfile
+    from collections import Counter, defaultdict
+
+    totals: Counter = Counter()
+    bad: dict = defaultdict(list)
+    for labels_only in (False, True):
+        for fmt, kind in cases():
+            with tempfile.TemporaryDirectory() as tmp:
+                got = outcome(fmt, kind, Path(tmp), labels_only)
+            totals[("labels only" if labels_only else "with images", got)] += 1
+            if got != "ok":
+                bad[got].append((fmt, kind, labels_only))
+    formats = sorted({f for f, _ in cases()})
+    print(f"{len(cases())} cases x 2 modes over {len(formats)} readers ({', '.join(formats)}), "
+          f"{len(TEXT_KINDS) + len(IMAGE_KINDS)} kinds")
+    for key, n in sorted(totals.items()):
+        print(f"  {key[0]:12s} {key[1]:18s} {n}")
+    for got, items in bad.items():
+        print(got, items)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import signal
 
 import pytest
-from malformed_cases import build, cases, expected
+from malformed_cases import IMAGE_KINDS, build, cases, expected
 
 from gapkit.errors import InputError
 from gapkit.faceset import DataSource, load
@@ -31,20 +31,32 @@ def no_hang():
 @pytest.mark.parametrize("fmt,kind", cases(), ids=[f"{f}-{k}" for f, k in cases()])
 def test_reader_survives_damage(tmp_path, fmt, kind):
     path, real, good, victim = build(fmt, kind, tmp_path)
-    want = expected(fmt, kind)
+    _check(DataSource(path=path, format=real), good, victim, expected(fmt, kind))
+
+
+@pytest.mark.parametrize("fmt,kind", cases(), ids=[f"{f}-{k}" for f, k in cases()])
+def test_reader_survives_damage_reading_labels_only(tmp_path, fmt, kind):
+    # The same damage read with --no-images: a damaged image is not read, so its labels are good.
+    path, real, good, victim = build(fmt, kind, tmp_path)
+    want = "good" if kind in IMAGE_KINDS else expected(fmt, kind)
+    _check(DataSource(path=path, format=real, labels_only=True), good, victim, want)
+
+
+def _check(source: DataSource, good: set[str] | None, victim: str, want: str) -> None:
     try:
-        faces, rep = load(DataSource(path=path, format=real), check_images=True)
+        faces, rep = load(source, check_images=not source.labels_only)
     except InputError as exc:
         assert want == "refused-or-named", exc
-        assert victim in str(exc) or str(path) in str(exc)
+        assert victim in str(exc) or str(source.path) in str(exc)
         return
     ids = set(faces.ids)
     if good:
         assert good <= ids, f"good records lost: {sorted(good - ids)}"
+    assert not [p for p in rep.problems if p.kind == "internal"], "a reader crashed on a record"
     named = [p for p in rep.problems if victim in p.path or victim in p.reason]
     if want == "good":
         assert not rep.problems, rep.problems
-        assert good is None or len(ids - good) == 1, "the damaged-but-legitimate record was not read"
+        assert not good or len(ids - good) == 1, "the damaged-but-legitimate record was not read"
     elif want in ("named", "refused-or-named"):
         assert named, f"no problem names {victim}: {[str(p) for p in rep.problems]}"
         assert all(p.reason for p in named)
