@@ -240,9 +240,13 @@ class _Checks:
         self.seen.add(item.id)
         if self.check_images:
             try:
-                image_size(item.image, decode=self.check_images == "decode")
+                size = image_size(item.image, decode=self.check_images == "decode")
             except FormatError as exc:
                 return exc.problem()
+            given = (item.width, item.height)
+            if None not in given and given != tuple(size):
+                return Problem(item.image, None, f"record {item.id!r} says the image is {given[0]}x{given[1]}, "
+                                                 f"the file is {size[0]}x{size[1]}")
         rec = self.mapper(item)
         if isinstance(rec, Problem) or not self.min_points:
             return rec

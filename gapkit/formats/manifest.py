@@ -60,11 +60,11 @@ def _record(path: Path, lineno: int, line: str, base: Path, labels_only: bool) -
     if isinstance(d.get("image"), str) and not os.path.isabs(d["image"]):
         d["image"] = os.path.normpath(base / d["image"])
     rec = make_record(path, lineno, **d)
-    if labels_only or not os.path.isfile(rec.image):
-        return rec  # a missing image is check_images' finding, as before: the labels still read
-    w, h = checked_size(path, lineno, rec.image, rec.width, rec.height)
-    if (rec.width, rec.height) == (w, h):
+    if labels_only or (rec.width and rec.height) or not os.path.isfile(rec.image):
+        # Both sizes given are compared with the image where images are opened (check_images);
+        # a missing image is that check's finding too: the labels still read.
         return rec
+    w, h = checked_size(path, lineno, rec.image, rec.width, rec.height)  # the side it gives must agree
     return make_record(path, lineno, **(d | {"width": w, "height": h}))  # sizes the line left out
 
 
