@@ -328,3 +328,14 @@ def test_coco_round_trip_keeps_wholebody_copy_untouched(tmp_path):
     (tmp_path / "f.json").write_text(json.dumps(doc))
     recs, _ = split(get_format("coco").read(tmp_path / "f.json"))
     assert recs[1].attributes == {"k": 1} and doc == before
+
+
+def test_one_mistyped_part_name_is_its_boxs_problem_not_the_files_scheme(tmp_path):
+    # 68-point boxes and one whose last part is named 69: the file stays ibug68, that box is named.
+    pts = face("ibug68")
+    bad = dlib_box(pts).replace("name='67'", "name='69'")
+    png(tmp_path / "a.png", 120, 100)
+    path = dlib_xml(tmp_path / "faces.xml", [("file='a.png'", dlib_box(pts) + dlib_box(pts) + bad)])
+    recs, probs = split(get_format("dlib").read(path))
+    assert [r.scheme for r in recs] == ["ibug68", "ibug68"]
+    assert len(probs) == 1 and "box 2" in probs[0].reason and "part 69 out of range for 68 points" in probs[0].reason

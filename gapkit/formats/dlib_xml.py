@@ -3,8 +3,8 @@
 Coordinates are 0-based pixels, as dlib writes them (integers; floats are read too); ``part``
 names are 0-based point indices. A part left out is a missing point (NaN).
 
-The point count is the file's, not a box's: the highest part name over every box, plus one,
-must be some scheme's point count (``-O scheme`` or ``-O num_points`` say it otherwise); a set
+The point count is the file's, not a box's: the count most boxes name (a box's highest part
+name, plus one) must be some scheme's point count (``-O scheme`` or ``-O num_points`` say it otherwise); a set
 that matches none is refused, never read as a scheme it is not. ``<box ignore='1'>`` is
 imglab's ignore flag: skipped as "not a face" (counted, not an error). ``width`` and
 ``height`` on ``<image>`` are whole pixels ('128.0' is 128); each one given is checked against
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,12 +85,17 @@ def _point_count(path: Path, boxes: list[ET.Element], scheme: str | None, num_po
 
 
 def _highest_part(path: Path, boxes: list[ET.Element]) -> int | None:
-    """The highest part name + 1, which must be a known scheme's count (None: no part names)."""
-    names = [_index(p.get("name")) for b in boxes for p in b.findall("part")]
-    names = [i for i in names if i is not None and i >= 0]
-    if not names:
+    """The count most boxes name (each box's highest part name + 1), which must be a known
+    scheme's count (None: no part names). One mistyped part name then makes its own box a
+    problem ("out of range"), not every face of the file another scheme."""
+    per_box = Counter()
+    for b in boxes:
+        names = [i for i in (_index(p.get("name")) for p in b.findall("part")) if i is not None and i >= 0]
+        if names:
+            per_box[max(names) + 1] += 1
+    if not per_box:
         return None
-    k = max(names) + 1
+    k = max(per_box, key=lambda c: (per_box[c], c))
     if k not in SCHEME_BY_COUNT:
         known = ", ".join(f"{c} ({s})" for c, s in sorted(SCHEME_BY_COUNT.items()))
         raise InputError(f"{path}: its parts are named 00..{k - 1} ({k} points), which matches no face "
