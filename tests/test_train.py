@@ -1,4 +1,5 @@
-"""The trainer: flip-aware augmentation, learning (overfit 8 faces), checkpoint resume."""
+"""The trainer: flip-aware augmentation, learning (overfit 8 faces), checkpoint resume, and a
+resnet18 from training to ONNX."""
 
 from __future__ import annotations
 
@@ -132,15 +133,19 @@ def test_heatmap_term_pulls_heatmaps_towards_the_label():
     assert _heatmap_loss(split, (xs, ys), y, mask) > 0.5
 
 
-@pytest.mark.parametrize("backbone", ["resnet18"])
-def test_a_standard_backbone_trains_and_predicts(faces, backbone):
-    try:
-        import torchvision  # noqa: F401
-    except Exception as exc:  # absent, or built for another torch
-        pytest.skip(f"torchvision does not import here: {exc}")
-    crops = FaceCrops(faces[:4], size=64)
-    model = train([Source(crops)], TrainConfig(steps=2, batch_size=4, backbone=backbone))
-    assert predict(model, crops).shape == (4, 68, 2) and model.backbone == backbone
+def test_a_resnet_trains_saves_loads_predicts_and_exports(faces, tmp_path):
+    """The tiny resnet18 path a GPU user takes first, end to end on CPU: nothing skips it."""
+    from gapkit.train.detector import Detector, OnnxDetector, crop_points, export_onnx, trained_detector
+
+    crops = FaceCrops(faces[:4], size=32)
+    cfg = TrainConfig(steps=3, batch_size=4, size=32, backbone="resnet18")
+    model = trained_detector(train([Source(crops)], cfg), cfg, [Source(crops)])
+    before = crop_points(model, crops.images)
+    back = Detector.load(model.save(tmp_path / "r.gkm"), scheme="ibug68")
+    assert back.meta.backbone == "resnet18" and before.shape == (4, 68, 2) and np.isfinite(before).all()
+    assert np.array_equal(crop_points(back, crops.images), before)
+    onnx_model = OnnxDetector(export_onnx(back, tmp_path / "r.onnx"), scheme="ibug68")
+    assert np.abs(crop_points(onnx_model, crops.images) - before).max() < 1e-3  # crop pixels
 
 
 def test_an_unknown_backbone_is_a_config_error():

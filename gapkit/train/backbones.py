@@ -1,11 +1,12 @@
 """The backbones a LandmarkNet is built on: one registry, validated in one place.
 
 Each name says which builder of :data:`gapkit.train.model.BUILDERS` makes it (``compact``:
-gapkit's residual CNN, scaled by ``width``; ``torchvision``: that library's model of the same
-name, random weights) and, for a fixed-width net, the channels of its S/4, S/8 and S/16 stages.
-The registry is torch-free, so settings (:class:`~gapkit.train.TrainConfig`) check a name
-without importing torch. A new torchvision ResNet is one :func:`register_backbone` line; a new
-family is one builder in :mod:`gapkit.train.model` plus its lines here.
+gapkit's residual CNN, scaled by ``width``; ``resnet``: torchvision's ResNet of the same name,
+built in plain torch with random weights) and, for a fixed-width net, the channels of its S/4,
+S/8 and S/16 stages. The registry is torch-free, so settings (:class:`~gapkit.train.TrainConfig`)
+check a name without importing torch. A new ResNet depth is one :func:`register_backbone` line
+plus its block layout in :data:`gapkit.train.model.RESNETS`; a new family is one builder in
+:mod:`gapkit.train.model` plus its lines here.
 """
 
 from __future__ import annotations
@@ -41,6 +42,6 @@ def check_backbone(name: str) -> str:
 
 
 register_backbone("compact", "compact")
-register_backbone("resnet18", "torchvision", (64, 128, 256))
-register_backbone("resnet34", "torchvision", (64, 128, 256))
-register_backbone("resnet50", "torchvision", (256, 512, 1024))
+register_backbone("resnet18", "resnet", (64, 128, 256))
+register_backbone("resnet34", "resnet", (64, 128, 256))
+register_backbone("resnet50", "resnet", (256, 512, 1024))

@@ -3,10 +3,10 @@
 Input (B, 3, S, S) in [-1, 1]; output (B, K, 2) crop-pixel (x, y), sub-pixel through the
 expectation of a spatial softmax over K heatmaps at S/4 resolution (integral regression).
 The same architecture serves every strategy; ``width`` scales the compact backbone, and
-``backbone`` swaps it for a standard ResNet from torchvision (``pip install 'gapkit[backbones]'``,
-built with random weights: nothing downloads) for GPU users. Either feeds the same S/4 fusion,
-heatmap head and decoding. The names are registered in :mod:`gapkit.train.backbones`; the
-functions that build them are :data:`BUILDERS`.
+``backbone`` swaps it for a standard ResNet-18/34/50 (torchvision's architecture, built here in
+plain torch with random weights: nothing downloads) for GPU users. Either feeds the same S/4
+fusion, heatmap head and decoding. The names are registered in :mod:`gapkit.train.backbones`;
+the functions that build them are :data:`BUILDERS`.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gapkit.errors import ConfigError
 from gapkit.train.backbones import BACKBONES, Backbone, check_backbone
 
-__all__ = ["BACKBONES", "BUILDERS", "Block", "LandmarkNet"]
+__all__ = ["BACKBONES", "BUILDERS", "RESNETS", "BasicBlock", "Block", "Bottleneck", "LandmarkNet"]
 
 
 class Block(nn.Module):
@@ -52,21 +51,80 @@ def _compact(spec: Backbone, w: int) -> Stages:
     return stem, s4, s8, s16, (2 * w, 4 * w, 4 * w)
 
 
-def _torchvision(spec: Backbone, width: int) -> Stages:
-    """torchvision's ResNet ``spec.name`` (random weights) cut into stem, S/4, S/8 and S/16 stages."""
-    name = spec.name
-    try:
-        # deferred: torchvision is optional (gapkit[backbones]) and only these backbones need it
-        from torchvision import models
-    except Exception as exc:  # missing, or built for another torch (its C ops fail to register)
-        raise ConfigError(f"backbone {name!r} needs a torchvision that imports beside this torch "
-                          f"(pip install 'gapkit[backbones]'): {exc}") from None
-    net = getattr(models, name)(weights=None)
-    return (nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool), net.layer1, net.layer2, net.layer3,
-            spec.channels)
+class BasicBlock(nn.Module):
+    """torchvision's ResNet-18/34 block (two 3x3 convolutions), its attribute names kept."""
+
+    expansion = 1
+
+    def __init__(self, cin: int, c: int, stride: int, downsample: nn.Module | None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, c, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.conv2 = nn.Conv2d(c, c, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c)
+        self.downsample = downsample
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        y = self.bn2(self.conv2(y))
+        return F.relu(y + (x if self.downsample is None else self.downsample(x)), inplace=True)
 
 
-BUILDERS: dict[str, Callable[[Backbone, int], Stages]] = {"compact": _compact, "torchvision": _torchvision}
+class Bottleneck(nn.Module):
+    """torchvision's ResNet-50 block (1x1, 3x3 with the stride, 1x1 to 4x), its attribute names kept."""
+
+    expansion = 4
+
+    def __init__(self, cin: int, c: int, stride: int, downsample: nn.Module | None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, c, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.conv2 = nn.Conv2d(c, c, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c)
+        self.conv3 = nn.Conv2d(c, c * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(c * self.expansion)
+        self.downsample = downsample
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        y = F.relu(self.bn2(self.conv2(y)), inplace=True)
+        y = self.bn3(self.conv3(y))
+        return F.relu(y + (x if self.downsample is None else self.downsample(x)), inplace=True)
+
+
+ResBlock = type[BasicBlock] | type[Bottleneck]
+# each ResNet's block and its blocks in layer1..layer3 (layer4 and fc are not built)
+RESNETS: dict[str, tuple[ResBlock, tuple[int, int, int]]] = {
+    "resnet18": (BasicBlock, (2, 2, 2)), "resnet34": (BasicBlock, (3, 4, 6)), "resnet50": (Bottleneck, (3, 4, 6))}
+
+
+def _res_layer(block: ResBlock, cin: int, c: int, n: int, stride: int) -> nn.Sequential:
+    """torchvision's ``_make_layer``: ``n`` blocks, the first one strided with a 1x1 projection."""
+    cout = c * block.expansion
+    down = None if stride == 1 and cin == cout else nn.Sequential(
+        nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+    return nn.Sequential(block(cin, c, stride, down), *(block(cout, c, 1, None) for _ in range(n - 1)))
+
+
+def _resnet(spec: Backbone, width: int) -> Stages:
+    """torchvision's ResNet ``spec.name`` (random weights) as stem, layer1 (S/4), layer2 (S/8) and
+    layer3 (S/16), in plain torch. The parameter names inside each stage are torchvision's, so a
+    torchvision ResNet's state_dict maps one to one: conv1/bn1 -> stem.0/stem.1 and
+    layer1/layer2/layer3 -> s4/s8/s16, the rest of each key unchanged."""
+    block, (n1, n2, n3) = RESNETS[spec.name]
+    e = block.expansion
+    stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+                         nn.MaxPool2d(3, 2, 1))
+    stages = (_res_layer(block, 64, 64, n1, 1), _res_layer(block, 64 * e, 128, n2, 2),
+              _res_layer(block, 128 * e, 256, n3, 2))
+    # torchvision's init (zero_init_residual off, its default); BatchNorm's own is already weight 1, bias 0
+    for m in (stem, *stages):
+        for conv in (c for c in m.modules() if isinstance(c, nn.Conv2d)):
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    return stem, *stages, (64 * e, 128 * e, 256 * e)
+
+
+BUILDERS: dict[str, Callable[[Backbone, int], Stages]] = {"compact": _compact, "resnet": _resnet}
 
 
 class LandmarkNet(nn.Module):

@@ -36,7 +36,7 @@ class TrainConfig(Settings):
     size: PositiveInt = 128    # crop side in pixels
     margin: float = Field(1.3, gt=0)  # crop side over the face box's larger side
     width: PositiveInt = 32
-    # a name of gapkit.train.backbones.BACKBONES (resnet*: torchvision)
+    # a name of gapkit.train.backbones.BACKBONES (resnet*: torchvision's ResNets, in plain torch)
     backbone: Annotated[str, AfterValidator(check_backbone)] = "compact"
     lr: float = Field(4e-3, gt=0)
     weight_decay: float = 1e-4
