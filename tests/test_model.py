@@ -1,6 +1,7 @@
 """Model files, `gapkit train / predict / export`: the file round trip and what loading refuses,
 prediction on datasets and image folders under both box protocols, bad inputs, ONNX agreement,
-weights-only checkpoints, resume, and memory that does not grow with the input."""
+weights-only checkpoints, resume, memory that does not grow with the input, and the ResNet
+trunks against torchvision's architecture."""
 
 from __future__ import annotations
 
@@ -164,8 +165,8 @@ def test_predict_builds_the_face_detector_the_model_file_names(sim, model, tmp_p
     assert {r.attributes["detector"] for r in spy} == {"spy-test"}
     assert {r.attributes["detector"] for r in haar} == {model.meta.detector} == {HaarDetector().name}
     assert np.array_equal(np.stack([r.points for r in spy]), np.stack([r.points for r in haar]))
-    unknown = Detector(model.net, model.meta.model_copy(update={"detector": "dlib-hog"}), model.path)
-    with pytest.raises(ModelError, match="belongs to the face detector 'dlib-hog', which this gapkit does not have"):
+    unknown = Detector(model.net, model.meta.model_copy(update={"detector": "yunet"}), model.path)
+    with pytest.raises(ModelError, match="belongs to the face detector 'yunet', which this gapkit does not have"):
         predict_to_manifest(unknown, src, tmp_path / "u.jsonl", boxes="detect")
     assert not (tmp_path / "u.jsonl").exists()
 
@@ -191,6 +192,81 @@ def test_backbones_are_one_registry_checked_in_one_place():
         assert LandmarkNet(68, 4, "compact-test").features(torch.zeros(1, 3, 32, 32)).shape == (1, 16)
     finally:
         BACKBONES.pop("compact-test", None)
+
+
+def _basic(cin: int, c: int, stride: int) -> int:
+    """Parameters of torchvision's BasicBlock: two 3x3 convs, two BNs (weight + bias), and a 1x1
+    projection with its BN where the shape changes."""
+    return 9 * cin * c + 2 * c + 9 * c * c + 2 * c + (cin * c + 2 * c if stride != 1 or cin != c else 0)
+
+
+def _bottleneck(cin: int, c: int, stride: int) -> int:
+    """Parameters of torchvision's Bottleneck: 1x1 to c, 3x3, 1x1 to 4c, three BNs, and a 1x1
+    projection to 4c with its BN where the shape changes."""
+    return (cin * c + 2 * c + 9 * c * c + 2 * c + c * 4 * c + 8 * c
+            + (cin * 4 * c + 8 * c if stride != 1 or cin != 4 * c else 0))
+
+
+def _resnet_params(block, expansion: int, layers: list[int], classes: int = 0) -> int:
+    """conv1 (7x7, 3 -> 64) + bn1 + the given layers (64, 128, 256, 512 wide) [+ fc]."""
+    total, cin = 3 * 64 * 49 + 2 * 64, 64
+    for i, n in enumerate(layers):
+        c = 64 * 2 ** i
+        total += block(cin, c, 1 if i == 0 else 2) + (n - 1) * block(c * expansion, c, 1)
+        cin = c * expansion
+    return total + (cin * classes + classes if classes else 0)
+
+
+def _torchvision_keys(expansion: int, layers: list[int]) -> set[str]:
+    """The state_dict keys of torchvision's ResNet for conv1, bn1 and the given layers."""
+    bn = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
+    keys = {"conv1.weight"} | {f"bn1.{b}" for b in bn}
+    for i, n in enumerate(layers):
+        for j in range(n):
+            at = f"layer{i + 1}.{j}"
+            for k in range(1, 4 if expansion == 4 else 3):
+                keys |= {f"{at}.conv{k}.weight"} | {f"{at}.bn{k}.{b}" for b in bn}
+            if j == 0 and (i > 0 or expansion > 1):  # the projection where the shape changes
+                keys |= {f"{at}.downsample.0.weight"} | {f"{at}.downsample.1.{b}" for b in bn}
+    return keys
+
+
+def _torchvision_names(net) -> set[str]:
+    """The trunk's state_dict keys, renamed stem.0/stem.1 -> conv1/bn1 and s4/s8/s16 -> layer1..3."""
+    rename = {"stem.0": "conv1", "stem.1": "bn1", "s4": "layer1", "s8": "layer2", "s16": "layer3"}
+    out = set()
+    for k in net.state_dict():
+        head = next((h for h in rename if k.startswith(h + ".")), None)
+        if head:
+            out.add(rename[head] + k[len(head):])
+    return out
+
+
+# torchvision's documented totals (ResNet*_Weights.IMAGENET1K_V1.meta["num_params"]), which the
+# same arithmetic over all four layers and fc must reach: it anchors the formulas to torchvision
+RESNET = {"resnet18": (_basic, 1, [2, 2, 2, 2], 11_689_512), "resnet34": (_basic, 1, [3, 4, 6, 3], 21_797_672),
+          "resnet50": (_bottleneck, 4, [3, 4, 6, 3], 25_557_032)}
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet50"])
+def test_resnet_trunks_are_torchvisions_layers_up_to_layer3(name):
+    import torch
+
+    from gapkit.train.backbones import BACKBONES
+    from gapkit.train.model import LandmarkNet
+
+    block, e, layers, documented = RESNET[name]
+    assert _resnet_params(block, e, layers, classes=1000) == documented
+    net = LandmarkNet(68, backbone=name).eval()
+    trunk = (net.stem, net.s4, net.s8, net.s16)
+    assert sum(p.numel() for m in trunk for p in m.parameters()) == _resnet_params(block, e, layers[:3])
+    assert _torchvision_names(net) == _torchvision_keys(e, layers[:3])
+    with torch.no_grad():
+        f4 = net.s4(net.stem(torch.zeros(1, 3, 64, 64)))
+        f8 = net.s8(f4)
+        f16 = net.s16(f8)
+    c4, c8, c16 = BACKBONES[name].channels
+    assert (f4.shape, f8.shape, f16.shape) == ((1, c4, 16, 16), (1, c8, 8, 8), (1, c16, 4, 4))
 
 
 def test_bad_inputs_are_reported_and_skipped_and_the_rest_predicted(sim, model, tmp_path):
