@@ -33,6 +33,9 @@ def train(
     alpha: Annotated[float | None, typer.Option(help="with --config and a strategy run per alpha (one that mixes "
                                                      "sets): the synthetic share of a batch [default: the "
                                                      "config's first alpha]")] = None,
+    face_detector: Annotated[str | None, typer.Option(help="the face detector whose boxes `predict --boxes detect` "
+                                                           "calibrates (e.g. opencv-haar, dlib-hog:1) [default: "
+                                                           "the config's with --config, else dlib-hog:0]")] = None,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing model file")] = False,
@@ -49,6 +52,8 @@ def train(
         if config is not None:
             if data:
                 raise ConfigError("give training sets or --config, not both: --config takes its data from the TOML")
+            if face_detector is not None:
+                raise ConfigError("with --config the face detector is the config's face_detector")
             with progress_bar("training") as bar:
                 task = bar.add_task("", total=None)
                 det, row = fit_strategy(config, strategy, out, n_real=n_real, seed=seed, alpha=alpha, steps=steps,
@@ -67,7 +72,8 @@ def train(
             with progress_bar("training") as bar:
                 task = bar.add_task("", total=cfg.steps)
                 det = fit_detector(sources, out, cfg, n_real=n_real, overwrite=overwrite, log=log,
-                                   progress=lambda s, n: bar.update(task, completed=s, total=n))
+                                   progress=lambda s, n: bar.update(task, completed=s, total=n),
+                                   face_detector=face_detector)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 wrote it and says so
         return
     m = det.meta

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from gapkit.crop import apply_affine, crop_box, invert_affine
-from gapkit.detect import DETECTORS, FaceDetector, build_detector, match
+from gapkit.detect import DETECTORS, LEGACY_DETECTOR, FaceDetector, build_detector, match
 from gapkit.errors import ConfigError, InputError, ModelError, Problem
 from gapkit.faceset import DataSource, Report, stream
 from gapkit.formats import guess_format
@@ -186,7 +186,7 @@ def model_detector(model: Detector | OnnxDetector) -> FaceDetector:
     default detector where it names none, as files from before the name was kept); ModelError
     when this gapkit has no detector of that name."""
     try:
-        return build_detector(model.meta.detector)
+        return build_detector(model.meta.detector or LEGACY_DETECTOR)  # no name: a file from before names
     except ConfigError:
         raise ModelError(f"{model.name}: the model's box calibration belongs to the face detector "
                          f"{model.meta.detector!r}, which this gapkit does not have (it has "

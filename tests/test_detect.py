@@ -12,6 +12,7 @@ from conftest import tiny_bench_sets
 from gapkit.detect import (
     DETECTORS,
     BoxCalibration,
+    DlibHogDetector,
     HaarDetector,
     build_detector,
     detect_records,
@@ -71,12 +72,13 @@ def test_haar_cascade_ships_with_opencv_and_finds_nothing_in_noise():
 
 def test_the_detector_registry_builds_a_detector_back_from_its_name():
     default = build_detector()
-    assert isinstance(default, HaarDetector) and default.name == HaarDetector().name
-    assert default.name == "opencv-haar:haarcascade_frontalface_default.xml"  # what model files record
+    assert isinstance(default, DlibHogDetector) and default.name == "dlib-hog:0"  # what model files record
+    haar = build_detector("opencv-haar")
+    assert isinstance(haar, HaarDetector) and haar.name == "opencv-haar:haarcascade_frontalface_default.xml"
     alt = build_detector("opencv-haar:haarcascade_frontalface_alt2.xml")
     assert alt.name == "opencv-haar:haarcascade_frontalface_alt2.xml" and build_detector(alt.name).name == alt.name
-    with pytest.raises(ConfigError, match="unknown face detector 'dlib-hog'; this gapkit has opencv-haar"):
-        build_detector("dlib-hog")
+    with pytest.raises(ConfigError, match="unknown face detector 'yunet'; this gapkit has opencv-haar, dlib-hog"):
+        build_detector("yunet")
 
 
 def test_a_new_detector_is_one_class_and_its_registration():
@@ -99,6 +101,28 @@ def test_a_new_detector_is_one_class_and_its_registration():
             register_detector(Fixed)
     finally:
         DETECTORS.pop("fixed-test", None)
+
+
+def test_dlib_hog_is_named_back_and_finds_nothing_in_noise():
+    pytest.importorskip("dlib")
+    det = build_detector("dlib-hog:0")
+    assert det.name == "dlib-hog:0" and build_detector(det.name).upsample == 0
+    img = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8), (0, 0), 3)
+    assert det(img).shape == (0, 4)
+
+
+@pytest.mark.parametrize("name", ["opencv-haar", "dlib-hog:1"])
+def test_each_detector_finds_the_real_faces_and_its_calibrated_box_fits(shared, name):
+    if name.startswith("dlib"):
+        pytest.importorskip("dlib")
+    test, train = _records(shared, "common"), _records(shared, "train")
+    det = detector_boxes(test, train, build_detector(name))
+    assert det.detector == build_detector(name).name
+    assert len(det.records) >= 0.9 * len(test), f"found only {len(det.records)} of {len(test)}"
+    centre = np.array([[x + w / 2, y + h / 2] for x, y, w, h in (r.bbox for r in det.records)])
+    truth = np.array([[x + w / 2, y + h / 2] for x, y, w, h in (r.landmark_box() for r in det.records)])
+    side = np.array([np.sqrt(w * h) for *_, w, h in (r.landmark_box() for r in det.records)])
+    assert np.median(np.linalg.norm(centre - truth, axis=1) / side) < 0.1
 
 
 def _records(root, split: str):
@@ -140,7 +164,8 @@ def detector_run(tmp_path_factory):
                                                            n_synthetic=30).items()}
     cfg = BenchConfig(name="det", real_train=ds["real_train"], real_test=ds["real_test"], synthetic=[ds["synthetic"]],
                       grid=Grid(n_real=[10], seeds=[0], strategies=["real_only", "synthetic_only", "label_adapt"]),
-                      train=TrainConfig(steps=3, batch_size=8, size=32, width=4), detector_boxes=True)
+                      train=TrainConfig(steps=3, batch_size=8, size=32, width=4), detector_boxes=True,
+                      face_detector="opencv-haar")  # it finds some simulated faces and misses others
     data = load_data(cfg)
     return data, Runner(cfg, root / "run").run(data), root / "run"
 

@@ -160,10 +160,12 @@ def test_predict_builds_the_face_detector_the_model_file_names(sim, model, tmp_p
     finally:
         DETECTORS.pop("spy-test")
     assert len(calls) == 60
-    predict_to_manifest(model, src, tmp_path / "h.jsonl", boxes="detect")  # the file names Haar
+    named_haar = Detector(model.net, model.meta.model_copy(update={"detector": HaarDetector().name}), model.path)
+    predict_to_manifest(named_haar, src, tmp_path / "h.jsonl", boxes="detect")  # the file names Haar
     spy, haar = records(tmp_path / "s.jsonl"), records(tmp_path / "h.jsonl")
     assert {r.attributes["detector"] for r in spy} == {"spy-test"}
-    assert {r.attributes["detector"] for r in haar} == {model.meta.detector} == {HaarDetector().name}
+    assert {r.attributes["detector"] for r in haar} == {HaarDetector().name}
+    assert model.meta.detector == "dlib-hog:0"  # what gapkit train calibrates by default
     assert np.array_equal(np.stack([r.points for r in spy]), np.stack([r.points for r in haar]))
     unknown = Detector(model.net, model.meta.model_copy(update={"detector": "yunet"}), model.path)
     with pytest.raises(ModelError, match="belongs to the face detector 'yunet', which this gapkit does not have"):
@@ -439,3 +441,12 @@ def test_train_and_predict_on_300w(shared, tmp_path):
     detect = predict_to_manifest(det, src, tmp_path / "d.jsonl", boxes="detect").scores()
     assert labels["n"] == 224 and labels["nme_pct"] < 15
     assert detect["found"] >= 0.8 * 224 and detect["nme_pct"] < 20
+
+
+def test_a_file_that_names_no_detector_is_read_as_haar_its_calibrations_detector(model):
+    # Files from before detectors were named were calibrated on Haar: never on the new default.
+    from gapkit.detect import DEFAULT_DETECTOR, HaarDetector
+    from gapkit.predict import model_detector
+
+    unnamed = Detector(model.net, model.meta.model_copy(update={"detector": None}), model.path)
+    assert model_detector(unnamed).name == HaarDetector().name != DEFAULT_DETECTOR

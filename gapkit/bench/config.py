@@ -56,6 +56,7 @@ import tomllib
 from pydantic import BeforeValidator, Field, field_validator
 
 from gapkit.bench.strategies import STRATEGIES
+from gapkit.detect import DEFAULT_DETECTOR, DETECTORS
 from gapkit.errors import ConfigError, InputError
 from gapkit.faceset import DataSource
 from gapkit.settings import Settings
@@ -111,9 +112,18 @@ class BenchConfig(Settings):
     train: TrainConfig = Field(default_factory=TrainConfig)
     finetune: Finetune = Field(default_factory=Finetune)
     metric: Metric = Field(default_factory=Metric)
-    # Also score every model on test faces cropped from OpenCV's Haar detector box (calibrated
-    # on training faces), besides the label-box crops; missed faces are counted.
+    # Also score every model on test faces cropped from a face detector's box (calibrated on
+    # training faces), besides the label-box crops; missed faces are counted.
     detector_boxes: bool = False
+    # The face detector by its registered name (gapkit.detect.DETECTORS; "kind" or "kind:variant").
+    face_detector: str = DEFAULT_DETECTOR
+
+    @field_validator("face_detector")
+    @classmethod
+    def _known_detector(cls, v: str) -> str:
+        if v.partition(":")[0] not in DETECTORS:
+            raise ConfigError(f"face_detector: unknown {v!r}; this gapkit has {', '.join(DETECTORS)}")
+        return v
     # A folder for memory-mapped crops (gapkit.train.cache): built once, shared by processes and
     # Ray workers; None keeps the crops decoded in memory.
     crop_cache: Path | None = None

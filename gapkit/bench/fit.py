@@ -53,7 +53,7 @@ def _calibrated(det: Detector, cfg: BenchConfig, row: CellResult, log: Log) -> D
     if det.meta.calibration is None:
         pool, _ = load(cfg.real_train, scheme=cfg.target_scheme, min_points=0.5, require="real_train")
         mine = set(row.real_ids)
-        cal, name = calibrate_boxes([r for r in pool if r.id in mine], log)
+        cal, name = calibrate_boxes([r for r in pool if r.id in mine], log, cfg.face_detector)
         det.meta = det.meta.model_copy(update={"calibration": asdict(cal) if cal else None, "detector": name})
     return det
 

@@ -33,7 +33,7 @@ from gapkit.bench.cell import SYNTHETIC_MODEL, Cell, Data, closure, synthetic_ke
 from gapkit.bench.config import BenchConfig
 from gapkit.bench.results import AdapterInfo, CellResult, DetectorScore, collect
 from gapkit.bench.strategies import STRATEGIES, synthetic_model_owner
-from gapkit.detect import detector_boxes
+from gapkit.detect import LEGACY_DETECTOR, build_detector, detector_boxes
 from gapkit.devices import resolve_device
 from gapkit.errors import GapkitError, InputError
 from gapkit.faceset import DataSource, FaceSet, load
@@ -71,7 +71,7 @@ def load_data(cfg: BenchConfig, log: Log = lambda s: None) -> Data:
     crops = [FaceCrops(x, t.size, t.margin, cache=cfg.crop_cache) for x in (pool, test, syn)]
     data = Data(*crops, test_points=test.points)
     if cfg.detector_boxes:
-        data.detected = det = detector_boxes(test, pool)
+        data.detected = det = detector_boxes(test, pool, build_detector(cfg.face_detector))
         log(f"detector boxes ({det.detector}, calibrated on {det.calibration.n} training faces): "
             f"found {len(det.records)} of {len(test)} test faces, missed {len(det.missed)}")
         if not det.records:
@@ -102,9 +102,12 @@ class Runner:
         self.cfg, self.out, self.log, self.progress = cfg, Path(out), log, progress
         self.device = resolve_device(cfg.train.device)  # once, for training, prediction and the adapter
         saved = self.out / "config.json"
-        # Where the crops are cached does not change a result, and loader_workers = 0 is the
-        # stream runs had before the option existed: both stay out, so those runs still resume.
-        skip: dict = {"crop_cache": True} | ({"train": {"loader_workers"}} if not cfg.train.loader_workers else {})
+        # Where the crops are cached does not change a result, loader_workers = 0 is the stream runs
+        # had before the option existed, and the face detector matters only with detector boxes
+        # (Haar is what runs used before it was named): these stay out, so those runs still resume.
+        unused_detector = not cfg.detector_boxes or cfg.face_detector == LEGACY_DETECTOR
+        skip: dict = {"crop_cache": True} | ({"train": {"loader_workers"}} if not cfg.train.loader_workers else {}) \
+            | ({"face_detector": True} if unused_detector else {})
         now = cfg.model_dump_json(indent=1, exclude=skip)
         # Finished cells are only reused by the configuration that made them.
         if saved.is_file() and saved.read_text() != now and any((self.out / "cells").glob("*.json")):

@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from gapkit.detect import BoxCalibration, HaarDetector, calibrate
+from gapkit.detect import BoxCalibration, build_detector, calibrate
 from gapkit.errors import ConfigError, GapkitError
 from gapkit.faceset import DataSource, load
 from gapkit.files import check_output
@@ -35,10 +35,11 @@ def detector_config(**changes: object) -> TrainConfig:
     return TrainConfig(**(DETECTOR | {k: v for k, v in changes.items() if v is not None}))
 
 
-def calibrate_boxes(records: Sequence[FaceRecord], log: Log) -> tuple[BoxCalibration | None, str | None]:
-    """The Haar box calibration on up to 400 of the training faces and the detector's name, or
-    (None, None) where too few are found."""
-    det = HaarDetector()
+def calibrate_boxes(records: Sequence[FaceRecord], log: Log,
+                    face_detector: str | None = None) -> tuple[BoxCalibration | None, str | None]:
+    """The box calibration of the face detector ``face_detector`` names (the default one for None)
+    on up to 400 of the training faces, and the detector's name; (None, None) where too few are found."""
+    det = build_detector(face_detector)
     try:
         cal = calibrate(records, det)
     except GapkitError as exc:
@@ -50,7 +51,7 @@ def calibrate_boxes(records: Sequence[FaceRecord], log: Log) -> tuple[BoxCalibra
 
 def fit_detector(sources: Sequence[DataSource], out: str | Path, cfg: TrainConfig | None = None,
                  n_real: int | None = None, overwrite: bool = False, log: Log = lambda s: None,
-                 progress: Progress | None = None) -> Detector:
+                 progress: Progress | None = None, face_detector: str | None = None) -> Detector:
     """Train the detector real-only on the pooled ``sources`` (``n_real`` of their faces, drawn
     by ``cfg.seed``) and save it to ``out``. A checkpoint ``OUT.ckpt`` lets a killed run resume."""
     cfg = cfg or detector_config()
@@ -67,7 +68,7 @@ def fit_detector(sources: Sequence[DataSource], out: str | Path, cfg: TrainConfi
             raise ConfigError(f"--n-real {n_real} is more than the {len(faces)} faces in the training sets")
         faces = faces.subset(n_real, seed=cfg.seed)
     log(f"training on {len(faces)} faces ({schemes[0]})")
-    cal, det_name = calibrate_boxes(faces, log)
+    cal, det_name = calibrate_boxes(faces, log, face_detector)
     crops = FaceCrops(faces, cfg.size, cfg.margin)
     src = [Source(crops)]
     tag = hashlib.sha256(("\n".join(crops.ids) + cfg.model_dump_json()).encode()).hexdigest()[:16]
