@@ -213,7 +213,7 @@ def benchmark(
                                                         "name lists the known ones)")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads [default: the cores this process may use]")] = None,
     detector_boxes: Annotated[bool | None, typer.Option(
-        "--detector-boxes/--label-boxes", help="also score test faces cropped from OpenCV's Haar face detector "
+        "--detector-boxes/--label-boxes", help="also score test faces cropped from the config's face_detector "
                                                "(missed faces counted) [default: the config's detector_boxes]")] = None,
     ray: Annotated[str | None, typer.Option(help="run the cells as Ray tasks: auto (join a running cluster, "
                                                  "else start a local one), local, or a cluster ADDRESS")] = None,

@@ -88,7 +88,7 @@ def predict(
     from_fmt: FromOpt = None,
     split: Annotated[list[str] | None, typer.Option(help="predict only these splits (repeatable)")] = None,
     boxes: Annotated[str, typer.Option(help="labels: crop from the label box | detect: find faces with "
-                                            "OpenCV's Haar detector")] = "labels",
+                                            "the face detector the model file names")] = "labels",
     batch_size: Annotated[int, typer.Option(help="crops per forward pass")] = 64,
     device: DeviceOpt = "cpu",
     threads: ThreadsOpt = None,

@@ -5,7 +5,8 @@ folder of images (or one image). Faces are cropped by the model's own crop polic
 the label box (``boxes="labels"``, the benchmark's protocol) or from a face detector's box
 through the box calibration the model file carries (``boxes="detect"``, one record per face
 found). The detector is the one the model file names beside its calibration (built from the
-registry in :mod:`gapkit.detect`; OpenCV's Haar cascade where the file names none). The walk
+registry in :mod:`gapkit.detect`; OpenCV's Haar cascade where the file names none, as files
+from before names were kept were calibrated on it). The walk
 streams: one image decoded at a time and at most ``batch_size`` crops held, so memory does not
 grow with the input. Unreadable images, files that are not images, faces
 the detector does not find and records in another scheme are reported and skipped.
