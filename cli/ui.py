@@ -47,6 +47,12 @@ def progress_bar(label: str) -> Progress:
                     console=err, transient=True, disable=not err.is_terminal)
 
 
+# Exit codes, the same for every command: 0 done; 1 done, but bad records were skipped (listed);
+# 2 could not start (a usage or configuration error, an input that holds nothing of its format);
+# 3 done, but gapkit itself failed on some records (an internal error, its traceback in the report).
+EXIT_SKIPPED, EXIT_CANNOT_START, EXIT_INTERNAL = 1, 2, 3
+
+
 @contextmanager
 def job_errors() -> Iterator[None]:
     """--strict stops and gapkit's own errors become one line and an exit code; anything
@@ -55,15 +61,9 @@ def job_errors() -> Iterator[None]:
         yield
     except StrictStop as exc:
         err.print(f"[red]stopped (--strict):[/red] {exc.problem}", soft_wrap=True, highlight=False)
-        raise typer.Exit(1) from None
+        raise typer.Exit(EXIT_INTERNAL if getattr(exc.problem, "kind", "bad") == "internal" else EXIT_SKIPPED) from None
     except GapkitError as exc:
         fail(exc)
-
-
-# Exit codes, the same for every command: 0 done; 1 done, but bad records were skipped (listed);
-# 2 could not start (a usage or configuration error, an input that holds nothing of its format);
-# 3 done, but gapkit itself failed on some records (an internal error, its traceback in the report).
-EXIT_SKIPPED, EXIT_CANNOT_START, EXIT_INTERNAL = 1, 2, 3
 
 
 def fail(exc: Exception) -> None:

@@ -117,7 +117,11 @@ class DlibHogDetector:
         except ImportError:
             raise ConfigError("the dlib-hog face detector needs dlib: pip install dlib-bin "
                               "(or choose --face-detector opencv-haar)") from None
-        self.detector, self.upsample = dlib.get_frontal_face_detector(), int(upsample)
+        try:
+            self.upsample = int(upsample)
+        except ValueError:
+            raise ConfigError(f"dlib-hog:{upsample}: the variant is the upsampling count, e.g. dlib-hog:0") from None
+        self.detector = dlib.get_frontal_face_detector()
         self.name = f"{self.kind}:{self.upsample}"
 
     def __call__(self, img: np.ndarray) -> np.ndarray:

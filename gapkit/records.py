@@ -37,7 +37,7 @@ def _to_points(value: Any) -> np.ndarray:
     try:
         arr = np.array([[np.nan if v is None else v for v in row] for row in value], dtype=float) \
             if isinstance(value, list) else np.asarray(value, dtype=float)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # 10**400 in a JSON file overflows a float
         raise ValueError(f"points must be numbers: {exc}") from None
     if arr.ndim != 2 or arr.shape[1] != 2:
         raise ValueError(f"points must have shape (K, 2), got {arr.shape}")

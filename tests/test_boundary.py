@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -123,3 +124,36 @@ def test_a_symlinked_image_is_written_as_the_image_it_points_to(sim, tmp_path):
 def test_an_unknown_image_mode_is_one_line_before_anything_is_written(sim, tmp_path):
     res = runner.invoke(app, ["convert", str(sim), str(tmp_path / "o"), "--to", "300w", "-W", "images=move"])
     assert res.exit_code == 2 and "images='move'" in res.output
+
+
+def test_strict_stops_on_an_internal_error_with_exit_3(sim, tmp_path, monkeypatch):
+    monkeypatch.setattr(manifest_format, "read", lambda src, **kw: (_ for _ in ()).throw(KeyError("x")))
+    res = runner.invoke(app, ["validate", str(sim), "--from", "manifest", "--strict"])
+    assert res.exit_code == 3 and "stopped (--strict)" in res.output
+
+
+def test_a_number_too_large_for_a_float_is_bad_input_not_a_bug(sim, tmp_path):
+    lines = sim.read_text().splitlines()
+    d = json.loads(lines[0])
+    d["points"][0][0] = 10 ** 400  # valid JSON, no float holds it
+    big = tmp_path / "big.jsonl"
+    big.write_text("\n".join([json.dumps(d), *lines[1:]]) + "\n")
+    res = runner.invoke(app, ["validate", str(big), "--no-images"])
+    assert res.exit_code == 1 and "big.jsonl:1" in res.output and "internal" not in res.output
+
+
+def test_a_folder_named_by_digits_is_a_folder(tmp_path, fixtures):
+    # -O values made of digits are parsed as numbers; a folder named 2024 must still be a path
+    src = fixtures / "300w" / "lfpw" / "trainset"
+    (tmp_path / "annot").mkdir()
+    (tmp_path / "2024").mkdir()
+    for p in src.glob("*.pts"):
+        shutil.copy(p, tmp_path / "annot" / p.name)
+        shutil.copy(p.with_suffix(".png"), tmp_path / "2024" / p.with_suffix(".png").name)
+    res = runner.invoke(app, ["validate", str(tmp_path / "annot"), "--from", "300w", "-O", "images=../2024"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["validate", str(tmp_path / "annot"), "--from", "300w", "-O",
+                              f"images={tmp_path / '2024'}"])
+    assert res.exit_code == 0, res.output
+    faces, rep = load(DataSource(path=tmp_path / "annot", format="300w", options={"images": 2024}))
+    assert not rep.internal  # relative to each annotation's folder: annot/2024 does not exist

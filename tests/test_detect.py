@@ -192,3 +192,8 @@ def test_report_states_the_detector_protocol_and_its_misses(detector_run):
     text = (out / "report.md").read_text()
     assert "### Detector boxes" in text
     assert f"It found {len(data.detected.records)} of 30 test faces" in text
+
+
+def test_a_bad_detector_variant_is_a_configuration_error():
+    with pytest.raises(ConfigError, match="dlib-hog:x: the variant is the upsampling count"):
+        build_detector("dlib-hog:x")

@@ -339,3 +339,14 @@ def test_one_mistyped_part_name_is_its_boxs_problem_not_the_files_scheme(tmp_pat
     recs, probs = split(get_format("dlib").read(path))
     assert [r.scheme for r in recs] == ["ibug68", "ibug68"]
     assert len(probs) == 1 and "box 2" in probs[0].reason and "part 69 out of range for 68 points" in probs[0].reason
+
+
+def test_a_tie_between_a_scheme_count_and_a_typo_keeps_the_scheme(tmp_path):
+    # two boxes, one with a part mistyped 670: a 1-1 tie, and 68 is a scheme's count, 671 is not
+    pts = face("ibug68")
+    png(tmp_path / "a.png", 120, 100)
+    path = dlib_xml(tmp_path / "faces.xml", [("file='a.png'", dlib_box(pts) + dlib_box(pts).replace("name='67'",
+                                                                                                  "name='670'"))])
+    recs, probs = split(get_format("dlib").read(path))
+    assert [r.scheme for r in recs] == ["ibug68"]
+    assert len(probs) == 1 and "part 670 out of range for 68 points" in probs[0].reason

@@ -86,7 +86,7 @@ def read(src: str | Path, images: str | Path | None = None,
     if images is None and not labels_only:
         raise ConfigError("COFW keeps its images inside the .mat (COFW-68 has none): pass -O images=DIR to "
                           "write them there as PNG once (or find them there), or --no-images for the labels only")
-    out = Path(absolute(images)) if images is not None else None
+    out = Path(absolute(str(images))) if images is not None else None
     root = Path(src)
     files = [root] if root.is_file() else sorted(root.rglob("*.mat"), key=_order)
     boxes: dict[Path, np.ndarray | None] = {}

@@ -68,6 +68,8 @@ def guarded(path: str | Path, line: int | None, build: Callable[..., T], *args, 
         return build(*args, **kwargs)
     except FormatError as exc:
         return exc.problem()
+    except OverflowError as exc:  # a number in the input too large for a float: bad input, not a bug
+        return Problem(str(path), line, f"a number is too large to read ({exc})")
     except GapkitError:
         raise  # a setting that cannot work for any record stops the job with one line
     except Exception as exc:  # noqa: BLE001 - the boundary: turned into a named problem, not lost

@@ -90,7 +90,7 @@ def read(src: str | Path, images: str | Path | None = None, scheme: str | None =
          headerless: bool | None = None, split: str = "", labels_only: bool = False) -> Iterator[FaceRecord | Problem]:
     path = Path(src)
     one_file(path, INFO)
-    root = Path(images) if images else path.parent
+    root = Path(str(images)) if images else path.parent
     with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
         rows = _rows(csv.reader(f))
         first = next((r for r in rows if r[2] is not None or any(c.strip() for c in r[1])), None)

@@ -95,7 +95,8 @@ def _highest_part(path: Path, boxes: list[ET.Element]) -> int | None:
             per_box[max(names) + 1] += 1
     if not per_box:
         return None
-    k = max(per_box, key=lambda c: (per_box[c], c))
+    # a scheme's count before any other, then the most boxes, then the larger (missing last parts)
+    k = max(per_box, key=lambda c: (c in SCHEME_BY_COUNT, per_box[c], c))
     if k not in SCHEME_BY_COUNT:
         known = ", ".join(f"{c} ({s})" for c, s in sorted(SCHEME_BY_COUNT.items()))
         raise InputError(f"{path}: its parts are named 00..{k - 1} ({k} points), which matches no face "

@@ -196,7 +196,7 @@ def image_for(ann: Path, stem: str, images: str | Path | None, labels_only: bool
     the image found there when one is (a stat, so a manifest written from the labels still finds
     its pixels later), else the stem plus ``default_ext`` (the extension the format names).
     """
-    folder = ann.parent if images is None else ann.parent / Path(images).expanduser()  # an absolute one wins
+    folder = ann.parent if images is None else ann.parent / Path(str(images)).expanduser()  # an absolute one wins
     if labels_only:
         found = find_image(folder / stem)
         return os.path.abspath(found if found is not None else folder / (stem + default_ext)), None, None

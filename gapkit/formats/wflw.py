@@ -46,7 +46,7 @@ def read(src: str | Path, images: str | Path | None = None, split: str = "",
          labels_only: bool = False) -> Iterator[FaceRecord | Problem]:
     path = Path(src)
     one_file(path, INFO)
-    images = Path(images) if images is not None else _images_folder(path)
+    images = Path(str(images)) if images is not None else _images_folder(path)
     if not split:
         split = "test" if "test" in path.name else "train" if "train" in path.name else ""
     subset = re.fullmatch(r"list_98pt_test_(\w+)\.txt", path.name)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from gapkit.adapt import LabelAdapter
-from gapkit.errors import GapkitError, NoMappingError, OutputExistsError, Problem
+from gapkit.errors import ConfigError, GapkitError, NoMappingError, OutputExistsError, Problem
 from gapkit.faceset import DataSource, FaceSet, load
 from gapkit.files import atomic_write_text
 from gapkit.gap.label_measure import LabelMeasure
@@ -77,6 +77,8 @@ def _context(a_recs: FaceSet, b_recs: FaceSet, names: tuple[str, str], opt: GapO
     b_scheme = one_scheme(b_recs, "B")
     scheme = get_scheme(b_scheme)
     adapter = LabelAdapter.load(opt.adapter).to(opt.device) if opt.adapter else None
+    if adapter is not None and adapter.refiner is not None and opt.labels_only:
+        raise ConfigError(f"{opt.adapter} refines on the images, which --no-images does not read; drop one")
     stages = _prepare_a(a_recs, b_scheme, adapter, problems)
     b_pts = b_recs.points
     log(f"pose of {len(a_recs)} + {len(b_recs)} faces")
