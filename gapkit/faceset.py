@@ -29,6 +29,7 @@ from gapkit.errors import (
     internal_problem,
 )
 from gapkit.formats import check_options, get_format, guess_format
+from gapkit.formats.common import one_file
 from gapkit.images import image_size
 from gapkit.records import FaceRecord
 from gapkit.schemes import Mapper, find_mapper
@@ -113,8 +114,8 @@ def open_source(src: DataSource):
         raise ConfigError(f"{fmt} cannot read labels without their images yet; drop --no-images")
     if src.path.is_file() and not fi.files:
         raise InputError(f"{src.path} is a file, but {fmt} reads a folder of {fi.looks_for}")
-    if src.path.is_dir() and not fi.folder:
-        raise InputError(f"{src.path} is a folder, but {fmt} reads one file: {fi.looks_for}")
+    if not fi.folder:
+        one_file(src.path, fi)
     if src.splits and fi.splits:
         unknown = sorted(set(src.splits) - set(fi.splits))
         if unknown:

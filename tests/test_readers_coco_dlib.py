@@ -105,15 +105,21 @@ def test_coco_bad_annotation_is_named_and_good_ones_read(tmp_path, case):
     png(tmp_path / "a.png", 120, 100)
     path = tmp_path / "faces.json"
     path.write_text(json.dumps(coco_doc(bad, images)))
-    recs, probs = split(get_format("coco").read(path))
-    assert [r.id for r in recs] == ["a#1"]
+    p = _the_good_face_and_one_problem(get_format("coco").read(path), "a#1", kind, path, text)
+    if kind == "bad":
+        assert p.reason.startswith("annotation 1 (id 2): ")
+
+
+def _the_good_face_and_one_problem(items, good_id: str, kind: str, path, text: str):
+    """The good face read exactly, and one problem of ``kind`` at entry 1 of ``path`` saying ``text``."""
+    recs, probs = split(items)
+    assert [r.id for r in recs] == [good_id]
     np.testing.assert_array_equal(recs[0].points, face("ibug68"))
     assert len(probs) == 1, probs
     p = probs[0]
     assert (p.kind, p.path, p.line) == (kind, str(path), 1)
     assert text in p.reason, p.reason
-    if kind == "bad":
-        assert p.reason.startswith("annotation 1 (id 2): ")
+    return p
 
 
 def test_coco_wholebody_persons_without_faces_are_counted_not_errors(tmp_path):
@@ -222,13 +228,7 @@ def test_dlib_bad_box_is_named_and_good_ones_read(tmp_path, case):
     image, kind, text = DLIB_CASES[case]
     png(tmp_path / "a.png", 120, 100)
     path = dlib_xml(tmp_path / "faces.xml", [GOOD, image])
-    recs, probs = split(get_format("dlib").read(path))
-    assert [r.id for r in recs] == ["a#0"]
-    np.testing.assert_array_equal(recs[0].points, face("ibug68"))
-    assert len(probs) == 1, probs
-    p = probs[0]
-    assert (p.kind, p.path, p.line) == (kind, str(path), 1)
-    assert text in p.reason, p.reason
+    p = _the_good_face_and_one_problem(get_format("dlib").read(path), "a#0", kind, path, text)
     if kind == "bad":
         assert "box 0: " in p.reason and ("image '" in p.reason or "without a file" in p.reason)
 

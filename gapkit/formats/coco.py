@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gapkit.errors import ConfigError, FormatError, InputError, Problem, clip
+from gapkit.errors import ConfigError, FormatError, Problem, clip
 from gapkit.files import atomic_open, check_output
-from gapkit.formats.common import FormatInfo, absolute, checked_size, guarded, scheme_for
+from gapkit.formats.common import FormatInfo, absolute, checked_size, guarded, one_file, scheme_for
 from gapkit.records import FaceRecord, make_record
 
 INFO = FormatInfo(
@@ -41,8 +41,7 @@ def read(src: str | Path, images: str | Path | None = None, scheme: str | None =
     """``part``: "auto" (face_kpts when present, else keypoints), "face" or "keypoints".
     ``labels_only``: no image is opened; width and height come from ``images[]`` when given."""
     path = Path(src)
-    if path.is_dir():
-        raise InputError(f"{path} is a folder and holds nothing coco reads: give {INFO.looks_for} itself")
+    one_file(path, INFO)
     if part not in ("auto", "face", "keypoints"):
         raise ConfigError(f"-O part must be auto, face or keypoints, got {part!r}")
     doc = _load(path)

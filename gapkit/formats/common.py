@@ -193,3 +193,12 @@ def checked_size(path: str | Path, lineno: int | None, img: str | Path,
         given = f"{'?' if width is None else width}x{'?' if height is None else height}"
         raise FormatError(path, f"size {given} does not match image {clip(str(img), 120)} ({w}x{h})", lineno)
     return w, h
+
+
+def is_number(text: str) -> bool:
+    """Whether a text field reads as a number (a header cell or an image name does not)."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

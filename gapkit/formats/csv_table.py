@@ -32,6 +32,7 @@ from gapkit.formats.common import (
     checked_size,
     guarded,
     image_size_at,
+    is_number,
     one_file,
     scheme_for,
 )
@@ -72,14 +73,6 @@ class Layout:
 
 def _num(cell: str) -> float:
     return float(cell) if cell.strip() else math.nan
-
-
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
 
 
 def _size(cell: str | None) -> int | None:
@@ -128,7 +121,7 @@ def _layout(path: Path, first: tuple, headerless: bool | None, scheme: str | Non
     missing = [c for c in META[:5] if c not in cells]
     if cells[:1] == ["id"] and not missing:
         return Layout("gapkit", header=cells)
-    if headerless is None and (any(_is_number(c) for c in cells[1:] if c) or not any(cells[1:])):
+    if headerless is None and (any(is_number(c) for c in cells[1:] if c) or not any(cells[1:])):
         return Layout("none", scheme=scheme)  # the first row is a face (numbers, or none at all), not a header
     try:
         return _named(path, lineno, cells, scheme)

@@ -25,7 +25,15 @@ from pathlib import Path
 import numpy as np
 
 from gapkit.errors import ConfigError, FormatError, InputError, Problem, clip
-from gapkit.formats.common import SCHEME_BY_COUNT, FormatInfo, absolute, checked_size, guarded, scheme_for
+from gapkit.formats.common import (
+    SCHEME_BY_COUNT,
+    FormatInfo,
+    absolute,
+    checked_size,
+    guarded,
+    one_file,
+    scheme_for,
+)
 from gapkit.records import FaceRecord, make_record
 from gapkit.schemes import get_scheme
 
@@ -43,8 +51,7 @@ def read(src: str | Path, images: str | Path | None = None, scheme: str | None =
          num_points: int | None = None, labels_only: bool = False) -> Iterator[FaceRecord | Problem]:
     """``labels_only``: no image is opened; the size comes from ``<image width height>`` when given."""
     path = Path(src)
-    if path.is_dir():
-        raise InputError(f"{path} is a folder and holds nothing dlib reads: give {INFO.looks_for} itself")
+    one_file(path, INFO)
     root = Path(images) if images else path.parent
     try:
         tree = ET.parse(path)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from gapkit.errors import FormatError, Problem, clip
-from gapkit.formats.common import FormatInfo, absolute, guarded, image_size_at, one_file
+from gapkit.formats.common import FormatInfo, absolute, guarded, image_size_at, is_number, one_file
 from gapkit.records import FaceRecord, make_record
 
 INFO = FormatInfo(
@@ -68,21 +68,13 @@ def _images_folder(path: Path) -> Path:
     return path.parent
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _fields(path: Path, lineno: int, parts: list[str]) -> tuple[np.ndarray, tuple | None, dict]:
     """(points, box as x, y, w, h or None, attributes) of one line's fields."""
     if len(parts) not in (FULL, POINTS_ONLY):
         raise FormatError(path, f"expected {FULL} fields (196 coordinates, 4 box, 6 attributes, image name) or "
                                 f"{POINTS_ONLY} (196 coordinates, image name), got {len(parts)}", lineno)
     full = len(parts) == FULL
-    if _is_number(parts[-1]):  # a longer line cut short would pass a coordinate off as the image
+    if is_number(parts[-1]):  # a longer line cut short would pass a coordinate off as the image
         raise FormatError(path, f"the last field must be the image path, got the number {clip(parts[-1], 30)}",
                           lineno)
     try:

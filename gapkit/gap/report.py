@@ -47,8 +47,7 @@ def _load(src: str | Path, fmt: str | None, splits: list[str] | None, opt: GapOp
           side: str) -> tuple[FaceSet, list[Problem]]:
     source = DataSource(path=Path(src), format=fmt, splits=splits, labels_only=opt.labels_only)
     faces, rep = load(source, require=f"set {side}")
-    max_faces, seed = opt.max_faces, opt.seed
-    return faces.subset(max_faces, [seed, ord(side)]), list(rep.problems)
+    return faces.subset(opt.max_faces, [opt.seed, ord(side)]), list(rep.problems)
 
 
 def _prepare_a(a_recs: FaceSet, b_scheme: str, adapter: LabelAdapter | None,
