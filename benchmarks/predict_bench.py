@@ -21,7 +21,7 @@ import json, resource, sys, time
 from gapkit.devices import set_threads
 from gapkit.faceset import DataSource
 from gapkit.predict import predict_to_manifest
-from gapkit.train.detector import load_model
+from gapkit.train.onnx import load_model
 model, src, out, threads = sys.argv[1:5]
 set_threads(int(threads))
 m = load_model(model)
@@ -44,7 +44,8 @@ def main() -> None:
     a = ap.parse_args()
     from gapkit.formats.manifest import read_manifest, write_manifest
     from gapkit.sim import SimConfig, generate
-    from gapkit.train.detector import Detector, export_onnx
+    from gapkit.train.detector import Detector
+    from gapkit.train.onnx import export_onnx
 
     sizes = [int(s) for s in a.sizes.split(",")]
     with tempfile.TemporaryDirectory() as tmp:

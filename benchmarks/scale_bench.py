@@ -36,7 +36,8 @@ mode, manifest, size, workers, cache, batches = sys.argv[1], sys.argv[2], int(sy
 import torch
 torch.set_num_threads(1)
 from gapkit.faceset import load
-from gapkit.train.data import Augment, FaceCrops, Source, StepBatches, augment, to_tensor_batch
+from gapkit.augment import Augment, augment, to_tensor_batch
+from gapkit.train.data import FaceCrops, Source, StepBatches
 records = load(manifest, scheme="ibug68")[0].records if mode != "loader" else None
 
 def memory():

@@ -9,7 +9,17 @@ from typing import Annotated
 
 import typer
 
-from gapkit.cli.ui import FromOpt, ThreadsOpt, console, err, exit_for, job_errors, progress_bar, show_problems
+from gapkit.cli.ui import (
+    FromOpt,
+    ThreadsOpt,
+    console,
+    err,
+    exit_for,
+    job_errors,
+    parse_opts,
+    progress_bar,
+    show_problems,
+)
 from gapkit.errors import ConfigError
 
 DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda")]
@@ -36,20 +46,31 @@ def train(
     face_detector: Annotated[str | None, typer.Option(help="the face detector whose boxes `predict --boxes detect` "
                                                            "calibrates (e.g. opencv-haar, dlib-hog:1) [default: "
                                                            "the config's with --config, else dlib-hog:0]")] = None,
+    two_stage: Annotated[bool, typer.Option(
+        "--two-stage", help="add a second stage that refines stage 1's points on the image, trained on "
+                            "out-of-fold stage-1 predictions (kept only where it beats stage 1 on held-out faces)")] = False,
+    refine: Annotated[list[str] | None, typer.Option(
+        "--refine", help="with --two-stage: KEY=VALUE, a setting of the folds (folds, fold_share) or of the "
+                         "refiner (gapkit.refine.RefineConfig: method, steps, size...); repeatable")] = None,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing model file")] = False,
 ) -> None:
-    """Train the benchmark's detector into one model file (resumes from OUT.ckpt when killed)."""
+    """Train the benchmark's detector into one model file (resumes from OUT.ckpt when killed);
+    with --two-stage, a second stage that reads the image around the first stage's points."""
     from gapkit.bench.fit import fit_strategy
     from gapkit.devices import set_threads
     from gapkit.faceset import DataSource
-    from gapkit.train.fit import detector_config, fit_detector
+    from gapkit.train.fit import detector_config, fit_detector, two_stage_settings
 
     with job_errors():
         used = set_threads(threads)
         log = lambda m: console.print(m, highlight=False)  # noqa: E731
+        if refine and not two_stage:
+            raise ConfigError("--refine sets the second stage: give --two-stage too")
         if config is not None:
+            if two_stage:
+                raise ConfigError("with --config a second stage is the config's [train.refine] table")
             if data:
                 raise ConfigError("give training sets or --config, not both: --config takes its data from the TOML")
             if face_detector is not None:
@@ -66,7 +87,8 @@ def train(
                 raise ConfigError("give one or more training sets, or --config T.toml --strategy NAME")
             if strategy != "real_only" or alpha is not None:
                 raise ConfigError("--strategy and --alpha need --config (the synthetic and real sets of a bench.toml)")
-            cfg = detector_config(steps=steps, size=size, seed=seed, device=device, budget_s=budget)
+            cfg = detector_config(steps=steps, size=size, seed=seed, device=device, budget_s=budget,
+                                  refine=two_stage_settings(parse_opts(refine)) if two_stage else None)
             sources = [DataSource(path=p, format=from_fmt, splits=split) for p in data]
             console.print(f"torch uses {used} CPU thread{'s' * (used != 1)}", highlight=False)
             with progress_bar("training") as bar:
@@ -100,7 +122,7 @@ def predict(
     from gapkit.faceset import DataSource
     from gapkit.files import atomic_write_text, check_output
     from gapkit.predict import predict_to_manifest
-    from gapkit.train.detector import load_model
+    from gapkit.train.onnx import load_model
 
     report_path = report or out.with_name(out.name + ".report.json")
     with job_errors():
@@ -137,7 +159,8 @@ def export(
     overwrite: Annotated[bool, typer.Option(help="replace an existing file")] = False,
 ) -> None:
     """Export a model file to ONNX (its metadata travels inside); `gapkit predict OUT.onnx` runs it."""
-    from gapkit.train.detector import Detector, export_onnx
+    from gapkit.train.detector import Detector
+    from gapkit.train.onnx import export_onnx
 
     with job_errors():
         export_onnx(Detector.load(model), out, overwrite=overwrite)

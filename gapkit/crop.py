@@ -9,6 +9,9 @@ import numpy as np
 
 from gapkit.records import FaceRecord
 
+# The policy's name, kept in model files and crop caches: a model only works on crops cut the same way.
+CROP_POLICY = "gapkit.crop/square-margin-v1"
+
 
 def crop_matrix(box: tuple[float, float, float, float], size: int, margin: float) -> np.ndarray:
     """2x3 affine: image pixels -> crop pixels for a square crop around ``box`` (x, y, w, h)."""

@@ -8,7 +8,8 @@ found). The detector is the one the model file names beside its calibration (bui
 registry in :mod:`gapkit.detect`; OpenCV's Haar cascade where the file names none, as files
 from before names were kept were calibrated on it). The walk
 streams: one image decoded at a time and at most ``batch_size`` crops held, so memory does not
-grow with the input. Unreadable images, files that are not images, faces
+grow with the input. A two-stage model's second stage refines each batch's points on the
+decoded images (held only while their batch is). Unreadable images, files that are not images, faces
 the detector does not find and records in another scheme are reported and skipped.
 """
 
@@ -34,7 +35,8 @@ from gapkit.images import IMAGE_EXTENSIONS
 from gapkit.metrics import auc, failure_rate, nme
 from gapkit.records import FaceRecord
 from gapkit.schemes import get_scheme
-from gapkit.train.detector import Detector, ModelMeta, OnnxDetector, crop_points
+from gapkit.train.detector import Detector, ModelMeta, crop_points
+from gapkit.train.onnx import OnnxDetector
 
 Boxes = Literal["labels", "detect"]
 
@@ -87,6 +89,7 @@ class _Face:
     matrix: np.ndarray
     label: FaceRecord | None = None
     detection: list[float] | None = None
+    img: np.ndarray | None = None  # the decoded image, kept only for a model's second stage
 
 
 def _image_files(path: Path) -> Iterator[Path]:
@@ -135,8 +138,18 @@ def _items(src: DataSource, scheme: str, report: PredictReport) -> tuple[bool, I
 
 def _faces(items: Iterator[FaceRecord | Path], labelled: bool, root: Path, meta: ModelMeta, boxes: Boxes,
            detector: FaceDetector | None, report: PredictReport,
+           progress: Callable[[int], None] | None, keep_image: bool = False) -> Iterator[_Face]:
+    """Crops of every face, image by image (consecutive records of one image share a decode);
+    with ``keep_image``, each face also holds its decoded image."""
+    for face in _crops(items, labelled, root, meta, boxes, detector, report, progress):
+        if not keep_image:
+            face.img = None
+        yield face
+
+
+def _crops(items: Iterator[FaceRecord | Path], labelled: bool, root: Path, meta: ModelMeta, boxes: Boxes,
+           detector: FaceDetector | None, report: PredictReport,
            progress: Callable[[int], None] | None) -> Iterator[_Face]:
-    """Crops of every face, image by image (consecutive records of one image share a decode)."""
     size, margin = meta.size, meta.margin
     cal = meta.box_calibration()
     base = root if root.is_dir() else root.parent
@@ -157,7 +170,7 @@ def _faces(items: Iterator[FaceRecord | Path], labelled: bool, root: Path, meta:
             for r in recs:
                 box = r.bbox or r.landmark_box()
                 crop, m = crop_box(img, box, size, margin)
-                yield _Face(r.id, r.image, w, h, r.split, tuple(map(float, box)), crop, m, r)
+                yield _Face(r.id, r.image, w, h, r.split, tuple(map(float, box)), crop, m, r, img=img)
             continue
         found = detector(img)
         found = found[np.argsort(-found[:, 2] * found[:, 3], kind="stable")] if len(found) else found
@@ -171,7 +184,7 @@ def _faces(items: Iterator[FaceRecord | Path], labelled: bool, root: Path, meta:
             det = found[free.pop(j)]
             box = cal(det)
             crop, m = crop_box(img, box, size, margin)
-            yield _Face(r.id, r.image, w, h, r.split, box, crop, m, r, det.tolist())
+            yield _Face(r.id, r.image, w, h, r.split, box, crop, m, r, det.tolist(), img)
         if not labelled and not free:
             report.problems.append(Problem(image, None, "the face detector found no face"))
         stem = recs[0].id if labelled else Path(image).relative_to(base).as_posix()
@@ -179,7 +192,7 @@ def _faces(items: Iterator[FaceRecord | Path], labelled: bool, root: Path, meta:
             box = cal(found[i])
             crop, m = crop_box(img, box, size, margin)
             yield _Face(f"{stem}#{'extra' if labelled else ''}{k}", image, w, h, recs[0].split if labelled else "",
-                        box, crop, m, None, found[i].tolist())
+                        box, crop, m, None, found[i].tolist(), img)
 
 
 def model_detector(model: Detector | OnnxDetector) -> FaceDetector:
@@ -216,10 +229,13 @@ def predict_to_manifest(model: Detector | OnnxDetector, src: DataSource, out: st
     t0 = time.perf_counter()
     attrs = {"model": model.name, "boxes": boxes} | ({"detector": getattr(detector, "name", "")} if detector else {})
     with ManifestWriter(out, overwrite=overwrite) as writer:
-        faces = _faces(items, labelled, Path(src.path), meta, boxes, detector, report, progress)
+        refiner = model.refiner
+        faces = _faces(items, labelled, Path(src.path), meta, boxes, detector, report, progress, refiner is not None)
         while batch := list(itertools.islice(faces, batch_size)):
             crop_pts = crop_points(model, np.stack([f.crop for f in batch]))
             pts = [apply_affine(invert_affine(f.matrix), p) for f, p in zip(batch, crop_pts, strict=True)]
+            if refiner is not None:  # the second stage reads the image around stage 1's points
+                pts = list(refiner.on_images([f.img for f in batch], np.stack(pts)))
             scored = [i for i, f in enumerate(batch) if f.label is not None]
             errors = dict(zip(scored, nme(np.stack([pts[i] for i in scored]),
                                           np.stack([batch[i].label.points for i in scored]), scheme,

@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gapkit.augment import Augment
 from gapkit.errors import GapkitError
 from gapkit.faceset import load
 from gapkit.sim import SimConfig, generate
 from gapkit.train import FaceCrops, Source, TrainConfig, train
-from gapkit.train.data import Augment, StepBatches, _draws
+from gapkit.train.data import StepBatches, _draws
 
 
 @pytest.fixture(scope="module")

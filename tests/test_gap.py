@@ -340,7 +340,7 @@ def test_backbone_features_come_from_a_saved_detector(sim_sets, tmp_path):
     feats = backbone_features(crops, tmp_path / "m.gkm")
     assert feats.shape == (20, 32) and np.isfinite(feats).all()
     with torch.no_grad():
-        from gapkit.train.data import to_tensor_batch
+        from gapkit.augment import to_tensor_batch
         want = net.eval().features(to_tensor_batch(crops[:3])).numpy()
     assert np.allclose(feats[:3], want, atol=1e-5)
     (tmp_path / "bad.gkm").write_bytes(b"nonsense")

@@ -15,7 +15,8 @@ from gapkit.faceset import DataSource
 from gapkit.formats.manifest import read_manifest
 from gapkit.modelfile import ADAPTER, DETECTOR, read_model_file
 from gapkit.predict import predict_to_manifest
-from gapkit.train.detector import Detector, load_model
+from gapkit.train.detector import Detector
+from gapkit.train.onnx import load_model
 
 LEGACY = Path(__file__).resolve().parents[1] / "fixtures" / "legacy"
 

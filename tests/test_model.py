@@ -24,8 +24,9 @@ from gapkit.metrics import nme
 from gapkit.predict import predict_to_manifest
 from gapkit.schemes import get_scheme
 from gapkit.sim import SimConfig, generate
-from gapkit.train.detector import Detector, OnnxDetector, crop_points, export_onnx, ids_digest
+from gapkit.train.detector import Detector, crop_points, ids_digest
 from gapkit.train.fit import detector_config, fit_detector
+from gapkit.train.onnx import OnnxDetector, export_onnx
 
 TINY = dict(steps=30, batch_size=8, size=32, width=8)
 

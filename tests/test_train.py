@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gapkit.augment import augment, to_tensor_batch
 from gapkit.faceset import load
 from gapkit.metrics import nme
 from gapkit.schemes import get_scheme
 from gapkit.sim import SimConfig, generate
 from gapkit.train import Augment, FaceCrops, Source, TrainConfig, predict, train
-from gapkit.train.data import augment, to_tensor_batch
 
 IBUG = get_scheme("ibug68")
 
@@ -135,7 +135,8 @@ def test_heatmap_term_pulls_heatmaps_towards_the_label():
 
 def test_a_resnet_trains_saves_loads_predicts_and_exports(faces, tmp_path):
     """The tiny resnet18 path a GPU user takes first, end to end on CPU: nothing skips it."""
-    from gapkit.train.detector import Detector, OnnxDetector, crop_points, export_onnx, trained_detector
+    from gapkit.train.detector import Detector, crop_points, trained_detector
+    from gapkit.train.onnx import OnnxDetector, export_onnx
 
     crops = FaceCrops(faces[:4], size=32)
     cfg = TrainConfig(steps=3, batch_size=4, size=32, backbone="resnet18")

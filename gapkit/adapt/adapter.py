@@ -28,7 +28,7 @@ from gapkit.errors import AdapterError, Problem
 from gapkit.faceset import FaceSet
 from gapkit.modelfile import ADAPTER, ModelFile, pack_arrays, read_model_file, write_model_file
 from gapkit.records import FaceRecord
-from gapkit.refine import RefineConfig, Refiner, RefineReport
+from gapkit.refine import RefineConfig, Refiner, RefineReport, read_refiner
 from gapkit.refine import fit as fit_refiner
 from gapkit.schemes import get_scheme
 from gapkit.version import __version__
@@ -280,9 +280,7 @@ class LabelAdapter:
         for k, v in (self.mlp_state or {}).items():
             arrays[f"mlp.{k}"] = v
         if self.refiner is not None:
-            arrays["refine_ref"] = self.refiner.ref
-            for k, v in self.refiner.state.items():
-                arrays[f"refine.{k}"] = v
+            arrays |= self.refiner.arrays()
         meta = dict(self.meta, hidden=list(self.hidden), mlp_inputs=self.mlp_inputs, head=self.head,
                     mean_source=self.mean_source.tolist(), mean_target=self.mean_target.tolist())
         write_model_file(path, ADAPTER, meta, pack_arrays(arrays), overwrite=overwrite)
@@ -332,13 +330,7 @@ def _read_refiner(file: ModelFile, arrays: dict[str, np.ndarray], target) -> Ref
     info = file.meta.get("refine")
     if not (info and info.get("used")):
         return None
-    state = {k[7:]: v for k, v in arrays.items() if k.startswith("refine.")}
-    ref = arrays.get("refine_ref")
-    if not state or ref is None or ref.shape != (target.num_points, 2):
-        raise AdapterError(f"{file.path}: its image refinement stage is missing or incomplete")
     try:
-        refiner = Refiner(RefineConfig(**info["config"]), ref, target, state, info.get("method", "cnn"))
-        refiner.check()
-    except (ValueError, TypeError, KeyError) as exc:
-        raise AdapterError(f"{file.path}: its image refinement stage cannot be read ({exc})") from None
-    return refiner
+        return read_refiner(info, arrays, target)
+    except ValueError as exc:
+        raise AdapterError(f"{file.path}: {exc}") from None

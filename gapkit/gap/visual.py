@@ -23,11 +23,11 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from gapkit.augment import to_tensor_batch
 from gapkit.crop import crop_face
 from gapkit.errors import Problem
 from gapkit.gap.label import frechet_distance
 from gapkit.records import FaceRecord
-from gapkit.train.data import to_tensor_batch
 from gapkit.train.detector import Detector
 
 STATS = ("brightness", "contrast", "sharpness", "noise", "saturation", "colour_a", "colour_b")

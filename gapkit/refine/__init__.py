@@ -25,12 +25,13 @@ from gapkit.refine.frame import (
     read_crops,
     reference_frame,
     to_frame,
+    warp,
 )
-from gapkit.refine.refiner import REFINERS, Refiner, crop_size, refiner_kind
+from gapkit.refine.refiner import REFINERS, Refiner, crop_size, read_refiner, refiner_kind
 
 __all__ = [
     "FACE_FILL", "HIDDEN", "REFINERS", "CascadeRefiner", "CnnRefiner", "ImageRefiner", "RefineConfig",
     "RefineReport", "Refiner", "build_net", "crop_size", "fit", "frame_matrices", "from_frame", "grey", "mirror",
-    "mirror_points", "read_crops", "refiner_kind", "reference_frame", "run_net", "state_arrays", "to_frame",
-    "train_net",
+    "mirror_points", "read_crops", "read_refiner", "refiner_kind", "reference_frame", "run_net", "state_arrays", "to_frame",
+    "train_net", "warp",
 ]

@@ -12,12 +12,12 @@ from collections.abc import Callable
 
 import numpy as np
 
+from gapkit.augment import Augment, augment, to_tensor_batch
 from gapkit.devices import bf16_native
 from gapkit.refine.base import ImageRefiner
 from gapkit.refine.config import RefineConfig
 from gapkit.refine.frame import mirror
 from gapkit.schemes import LandmarkScheme
-from gapkit.train.data import Augment, augment, to_tensor_batch
 
 
 def build_net(k: int, cfg: RefineConfig):

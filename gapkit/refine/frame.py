@@ -61,12 +61,17 @@ def read_crops(images: list[str], frames: list[tuple[np.ndarray, int]], ids: lis
             problems[i] = Problem(path=path, line=None, reason=f"{why} (face {ids[i] if ids else i})")
         else:
             for crops, (matrices, size) in zip(out, frames, strict=True):
-                m = matrices[i]
-                flags = cv2.INTER_AREA if abs(np.linalg.det(m[:, :2])) < 1 else cv2.INTER_LINEAR
-                crops[i] = cv2.warpAffine(img, m, (size, size), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+                crops[i] = warp(img, matrices[i], size)
         if progress:
             progress(1)
     return out, problems
+
+
+def warp(img: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
+    """The S x S crop of a decoded image under the image -> crop matrix ``m`` (2, 3); area
+    sampling when it shrinks, edges replicated."""
+    flags = cv2.INTER_AREA if abs(np.linalg.det(m[:, :2])) < 1 else cv2.INTER_LINEAR
+    return cv2.warpAffine(img, m, (size, size), flags=flags, borderMode=cv2.BORDER_REPLICATE)
 
 
 def _exists(path: str) -> bool:

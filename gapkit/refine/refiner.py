@@ -11,7 +11,7 @@ from gapkit.refine.base import ImageRefiner
 from gapkit.refine.cascade import CascadeRefiner
 from gapkit.refine.cnn import CnnRefiner
 from gapkit.refine.config import RefineConfig
-from gapkit.refine.frame import frame_matrices, from_frame, read_crops, to_frame
+from gapkit.refine.frame import frame_matrices, from_frame, read_crops, to_frame, warp
 from gapkit.schemes import LandmarkScheme
 
 REFINERS: dict[str, type[ImageRefiner]] = {k.name: k for k in (CnnRefiner, CascadeRefiner)}
@@ -36,10 +36,12 @@ class Refiner:
     the kind refine the points there and maps them back."""
 
     def __init__(self, cfg: RefineConfig, ref: np.ndarray, scheme: LandmarkScheme, state: dict[str, np.ndarray],
-                 method: str = "cnn"):
+                 method: str = "cnn", model: ImageRefiner | None = None):
+        """``model``: what runs the kind (default: the kind built from ``state``; an exported
+        graph's runner, for instance)."""
         self.cfg, self.ref, self.scheme, self.state = cfg, np.asarray(ref, float), scheme, state
         self.method = method
-        self.model = refiner_kind(method)(cfg, scheme, state)
+        self.model = model or refiner_kind(method)(cfg, scheme, state)
 
     def check(self) -> None:
         """Raise ValueError unless the weights fit the settings (a CNN is built here)."""
@@ -78,3 +80,36 @@ class Refiner:
             if progress:
                 progress(len(part))
         return out, refined, problems
+
+    def on_images(self, images: list[np.ndarray], init: np.ndarray) -> np.ndarray:
+        """Refined image points (N, K, 2) of faces whose decoded images (BGR, one per face; faces
+        of one photograph may share it) are in memory, from their points ``init`` (N, K, 2)."""
+        init = np.asarray(init, float)
+        size = self.model.crop_size(self.cfg)
+        m = frame_matrices(init, self.ref)
+        crops = np.stack([warp(img, mi, size) for img, mi in zip(images, m, strict=True)])
+        return from_frame(m, self.model.run(self.model.prepare(crops), to_frame(m, init)))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays a model file stores for this stage: its frame and weights (see :func:`read_refiner`)."""
+        return {"refine_ref": self.ref} | {f"refine.{k}": v for k, v in self.state.items()}
+
+    def describe(self) -> dict:
+        """What a model file's meta says of this stage besides its report: kind and settings."""
+        return {"method": self.method, "config": self.cfg.model_dump(mode="json")}
+
+
+def read_refiner(info: dict, arrays: dict[str, np.ndarray], scheme: LandmarkScheme) -> Refiner:
+    """The refinement stage a model file holds (``info``: its meta entry with ``method`` and
+    ``config``; ``arrays``: the file's arrays, as :meth:`Refiner.arrays` wrote them), checked.
+    ValueError when the stage is missing, incomplete or does not fit ``scheme``."""
+    state = {k[7:]: v for k, v in arrays.items() if k.startswith("refine.")}
+    ref = arrays.get("refine_ref")
+    if not state or ref is None or ref.shape != (scheme.num_points, 2):
+        raise ValueError("its image refinement stage is missing or incomplete")
+    try:
+        refiner = Refiner(RefineConfig(**info["config"]), ref, scheme, state, info.get("method", "cnn"))
+        refiner.check()
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"its image refinement stage cannot be read ({exc})") from None
+    return refiner

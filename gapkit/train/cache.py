@@ -23,10 +23,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gapkit.crop import crop_face
+from gapkit.crop import CROP_POLICY, crop_face
 from gapkit.errors import GapkitError
 from gapkit.records import FaceRecord
-from gapkit.train.detector import CROP_POLICY
 
 VERSION = 1
 CHUNK = 256

@@ -16,9 +16,11 @@ from gapkit.errors import ConfigError, GapkitError
 from gapkit.faceset import DataSource, load
 from gapkit.files import check_output
 from gapkit.records import FaceRecord
+from gapkit.refine import RefineConfig, Refiner, RefineReport
 from gapkit.train.data import FaceCrops, Source
 from gapkit.train.detector import Detector, trained_detector
-from gapkit.train.trainer import TrainConfig, train
+from gapkit.train.trainer import TrainConfig, TwoStage, train
+from gapkit.train.two_stage import fit_second_stage
 
 Log = Callable[[str], None]
 Progress = Callable[[int, int], None]
@@ -35,6 +37,14 @@ def detector_config(**changes: object) -> TrainConfig:
     return TrainConfig(**(DETECTOR | {k: v for k, v in changes.items() if v is not None}))
 
 
+def two_stage_settings(options: dict) -> TwoStage:
+    """The second stage's settings from flat KEY=VALUE options: ``folds`` and ``fold_share`` of
+    :class:`TwoStage`, any other key a :class:`gapkit.refine.RefineConfig` setting of its refiner."""
+    own = {k: options[k] for k in ("folds", "fold_share") if k in options}
+    refiner = {k: v for k, v in options.items() if k not in own}
+    return TwoStage(**own, refiner=RefineConfig(**refiner))
+
+
 def calibrate_boxes(records: Sequence[FaceRecord], log: Log,
                     face_detector: str | None = None) -> tuple[BoxCalibration | None, str | None]:
     """The box calibration of the face detector ``face_detector`` names (the default one for None)
@@ -47,6 +57,22 @@ def calibrate_boxes(records: Sequence[FaceRecord], log: Log,
         return None, None
     log(f"detector boxes ({det.name}) calibrated on {cal.n} of {min(len(records), 400)} training faces")
     return cal, det.name
+
+
+def second_stage(sources: Sequence[Source], cfg: TrainConfig, init: dict | None = None, log: Log = lambda s: None,
+                 progress: Progress | None = None) -> tuple[Refiner | None, RefineReport | None]:
+    """The second stage ``cfg.refine`` asks for (:func:`gapkit.train.two_stage.fit_second_stage`),
+    said in ``log``; (None, None) for a one-stage model."""
+    if cfg.refine is None:
+        return None, None
+    step = (lambda s, n, loss: progress(s, n)) if progress else None
+    refiner, rep = fit_second_stage(sources, cfg, init, log, progress, step)
+    verdict = f"kept ({rep.method})" if rep.used else "not kept: it did not beat stage 1"
+    log(f"second stage {verdict}: NME {rep.shape_nme_pct:.2f}% stage 1 vs {rep.refined_nme_pct:.2f}% refined "
+        f"({rep.how} of {rep.n_pairs} faces, out-of-fold stage-1 points; {rep.fit_s:.0f} s)")
+    if rep.problems:
+        log(f"{len(rep.problems)} faces without a readable image were left out of it (first: {rep.problems[0]})")
+    return refiner, rep
 
 
 def fit_detector(sources: Sequence[DataSource], out: str | Path, cfg: TrainConfig | None = None,
@@ -75,9 +101,10 @@ def fit_detector(sources: Sequence[DataSource], out: str | Path, cfg: TrainConfi
     ckpt = out.with_name(out.name + ".ckpt")
     if ckpt.is_file():
         log(f"resuming from {ckpt}")
-    model = train(src, cfg, checkpoint=ckpt, tag=tag,
-                  progress=(lambda s, n, loss: progress(s, n)) if progress else None)
-    det = trained_detector(model, cfg, src, "real_only", cal, det_name)
+    step = (lambda s, n, loss: progress(s, n)) if progress else None
+    model = train(src, cfg, checkpoint=ckpt, tag=tag, progress=step)
+    refiner, rep = second_stage(src, cfg, log=log, progress=progress)
+    det = trained_detector(model, cfg, src, "real_only", cal, det_name, refiner, rep)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one rank writes
         det.save(out, overwrite=overwrite)
         ckpt.unlink(missing_ok=True)

@@ -19,13 +19,26 @@ from typing import Annotated
 import numpy as np
 from pydantic import AfterValidator, Field, PositiveInt
 
+from gapkit.augment import Augment, to_tensor_batch
 from gapkit.devices import resolve_device
 from gapkit.errors import ConfigError, ModelError
 from gapkit.metrics import normaliser
+from gapkit.refine.config import RefineConfig
 from gapkit.settings import Settings
 from gapkit.train.backbones import check_backbone
-from gapkit.train.data import Augment, FaceCrops, Source, StepBatches, batches, to_tensor_batch
+from gapkit.train.data import FaceCrops, Source, StepBatches, batches
 from gapkit.train.detector import merge_flipped
+
+
+class TwoStage(Settings):
+    """The detector's second stage (:mod:`gapkit.train.two_stage`): an image refiner trained on
+    out-of-fold first-stage predictions, so that it learns the errors of faces stage 1 never saw."""
+
+    folds: int = Field(2, ge=2)
+    # each fold model's steps (and budget_s) as a share of stage 1's: the folds only show the
+    # refiner what stage 1's errors look like, and cost fold_share x folds of stage 1's time
+    fold_share: float = Field(0.5, gt=0, le=1)
+    refiner: RefineConfig = Field(default_factory=RefineConfig)
 
 
 class TrainConfig(Settings):
@@ -44,6 +57,7 @@ class TrainConfig(Settings):
     seed: int = 0
     device: str = "auto"
     amp: bool = True           # on CUDA only
+    channels_last: bool = True  # the net and its input in NHWC memory (faster convolutions where supported)
     heatmap_loss: float = Field(0.5, ge=0)  # weight of the heatmap-shape term (see _heatmap_loss)
     flip_test: bool = True     # at prediction, average with the mirrored crop (see predict)
     # Wall-clock budget: the run ends when it is spent (or at ``steps``), and the cosine decay
@@ -55,6 +69,8 @@ class TrainConfig(Settings):
     # torch DataLoader (another random stream; for large or memory-mapped sets, and GPUs).
     loader_workers: int = Field(0, ge=0)
     augment: Augment = Field(default_factory=Augment)
+    # a second stage that reads the image around stage 1's points (None: one stage)
+    refine: TwoStage | None = None
 
 
 def _dist() -> tuple[int, int]:
@@ -148,7 +164,7 @@ def train(sources: Sequence[Source], cfg: TrainConfig, init: dict | None = None,
     model = LandmarkNet(scheme.num_points, cfg.width, cfg.backbone)
     if init is not None:
         model.load_state_dict(init)
-    model.to(device, memory_format=torch.channels_last)
+    model.to(device, memory_format=_memory_format(cfg))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     # a plain float (not a NumPy scalar), so the checkpoint loads with weights_only=True
 
@@ -235,13 +251,25 @@ def _batch_stream(sources: Sequence[Source], cfg: TrainConfig, start: int, rank:
     return _prefetch(stream)
 
 
+def _memory_format(cfg: TrainConfig):
+    import torch  # deferred: `import gapkit.train` stays torch-free
+
+    return torch.channels_last if cfg.channels_last else torch.contiguous_format
+
+
+def batch_loss(net, imgs, pts, cfg: TrainConfig, scheme, device: str):
+    """The training loss of one batch exactly as :func:`train` computes it (for measurements):
+    ``imgs`` (B, S, S, 3) uint8 or, with ``cfg.loader_workers``, a (B, 3, S, S) tensor."""
+    return _loss(net, imgs, pts, cfg, scheme, device, cfg.amp and device.startswith("cuda"))
+
+
 def _loss(net, imgs, pts, cfg: TrainConfig, scheme, device: str, use_amp: bool):
     """One batch's loss: the points' error over the inter-ocular distance (missing points left
     out), plus the heatmap term."""
     import torch  # deferred: `import gapkit.train` stays torch-free
 
     x = imgs if cfg.loader_workers else to_tensor_batch(imgs)
-    x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    x = x.to(device, non_blocking=True).contiguous(memory_format=_memory_format(cfg))
     pts = pts.numpy() if cfg.loader_workers else pts
     y = torch.from_numpy(np.nan_to_num(pts)).float().to(device)
     mask = torch.from_numpy(~np.isnan(pts).any(-1)).float().to(device)
