@@ -41,8 +41,11 @@ def app(
     address: Annotated[str, typer.Option(help="address the App listens on")] = "127.0.0.1",
     embeddings: Annotated[str, typer.Option(help="pca | tsne | umap | none: embeddings visualisations")] = "pca",
     launch: Annotated[bool, typer.Option(help="serve the App (--no-launch: only build the dataset)")] = True,
+    selection: Annotated[Path | None, typer.Option(
+        help="a selection list (gapkit select): its faces are tagged 'selected', ranked, in a saved view")] = None,
 ) -> None:
     """Build or refresh a persistent FiftyOne dataset with gap fields and saved views, and serve the App."""
+    from gapkit.bench.selection import read_selection
     from gapkit.faceset import DataSource, open_source
 
     def per_input(values: list[str] | None, what: str) -> list[str | None]:
@@ -67,6 +70,7 @@ def app(
         with console.status("building the dataset") as status:
             ds, problems = gfo.build_dataset(sources, ds_name, predictions=predictions, adapter=adapter, scheme=scheme,
                                              domain=domains, embeddings=None if embeddings == "none" else embeddings,
+                                             selection=read_selection(selection) if selection else None,
                                              log=lambda s: status.update(f"building the dataset: {s}"))
     console.print(f"[green]dataset[/green] {ds.name}: {len(ds)} faces; fields "
                   + ", ".join(f for f in ds.get_field_schema() if f not in ("id", "filepath", "tags", "metadata",

@@ -17,6 +17,7 @@ from gapkit.cli.app import app as app_command
 from gapkit.cli.gap import app as gap_app
 from gapkit.cli.model import export, predict
 from gapkit.cli.model import train as train_command
+from gapkit.cli.select import select
 from gapkit.cli.ui import (
     EXIT_SKIPPED,
     FromOpt,
@@ -45,6 +46,7 @@ app.command("app")(app_command)
 app.command("train")(train_command)
 app.command()(predict)
 app.command()(export)
+app.command()(select)
 
 @app.command()
 def convert(
@@ -215,6 +217,9 @@ def benchmark(
     detector_boxes: Annotated[bool | None, typer.Option(
         "--detector-boxes/--label-boxes", help="also score test faces cropped from the config's face_detector "
                                                "(missed faces counted) [default: the config's detector_boxes]")] = None,
+    selection: Annotated[str | None, typer.Option(help="comma-separated policies choosing each cell's real faces "
+                                                       "(random, diverse, uncertain; list with the config's "
+                                                       "selection_list) [default: the config's, random]")] = None,
     ray: Annotated[str | None, typer.Option(help="run the cells as Ray tasks: auto (join a running cluster, "
                                                  "else start a local one), local, or a cluster ADDRESS")] = None,
 ) -> None:
@@ -228,7 +233,8 @@ def benchmark(
     with job_errors():
         picks = dict(steps=steps, size=size, seeds=_int_list(seeds, "--seeds"), n_real=_int_list(n_real, "--n-real"),
                      strategies=[p.strip() for p in strategies.split(",")] if strategies else None,
-                     detector_boxes=detector_boxes)
+                     detector_boxes=detector_boxes,
+                     selection=[p.strip() for p in selection.split(",")] if selection else None)
         base = BenchConfig.from_toml(config) if config is not None else None
         folder, done = run_folder(out, name, base.name if base else None, quick, fresh)
         if base is None:

@@ -313,11 +313,12 @@ class ManifestDataset(fot.Dataset):
 def build_dataset(manifests: Sequence[str | Path | DataSource] | str | Path | DataSource, name: str, *,
                   predictions: dict[str, str | Path] | Sequence[str] | None = None, adapter: str | Path | None = None,
                   scheme: str | None = None, domain: str | Sequence[str | None] | None = None, persistent: bool = True,
-                  refresh: bool = True, embeddings: str | None = "pca",
+                  refresh: bool = True, embeddings: str | None = "pca", selection: Sequence[str] | None = None,
                   log: Callable[[str], None] = lambda s: None) -> tuple[fo.Dataset, list[Problem]]:
     """Build (or, with ``refresh``, rebuild) dataset ``name`` from face sets (manifests or
     DataSources; ``domain`` one for all or one per input), with gap fields,
-    saved views and, unless ``embeddings`` is None, two embeddings visualisations."""
+    saved views and, unless ``embeddings`` is None, two embeddings visualisations. With
+    ``selection`` (face ids in pick order, `gapkit select`'s list), those faces are tagged."""
     if fo.dataset_exists(name):
         if not refresh:
             raise GapkitError(f"FiftyOne dataset {name!r} exists; refresh it or pick another name")
@@ -330,6 +331,8 @@ def build_dataset(manifests: Sequence[str | Path | DataSource] | str | Path | Da
         ds.add_importer(importer, progress=False)
         ds.persistent = persistent
         set_colours(ds)
+        if selection:
+            tag_selection(ds, selection)
         log("saving views")
         add_views(ds)
         if embeddings:
@@ -362,6 +365,17 @@ def nme_fields(ds: fo.Dataset) -> list[str]:
     return [f for f in ds.get_field_schema() if f.startswith("nme_")]
 
 
+def tag_selection(ds: fo.Dataset, ids: Sequence[str]) -> int:
+    """Tag the faces of a selection list ``selected`` and give each its ``selection_rank``
+    (1 = picked first); returns how many of them the dataset holds."""
+    rank = {i: k + 1 for k, i in enumerate(ids)}
+    face_ids = ds.values("face_id")
+    ds.set_values("selection_rank", [rank.get(f) for f in face_ids])
+    chosen = ds.exists("selection_rank")
+    chosen.tag_samples("selected")
+    return len(chosen)
+
+
 def add_views(ds: fo.Dataset) -> list[str]:
     """Save the gap views on ``ds``; returns their names."""
     schema = ds.get_field_schema()
@@ -386,6 +400,9 @@ def add_views(ds: fo.Dataset) -> list[str]:
              f"yaw in [{lo:g}, {hi:g}) degrees (negative: nose to the image left)")
     save("outside_image", ds.match(F("outside_count") > 0).sort_by("outside_count", reverse=True),
          "faces with landmarks off the image frame")
+    if "selection_rank" in schema:
+        save("selected", ds.exists("selection_rank").sort_by("selection_rank"),
+             "the faces a selection list picks for labelling, in pick order (gapkit select)")
     return saved
 
 

@@ -56,7 +56,7 @@ def _to_ibug68(scheme: str) -> Mapper | None:
 def estimate_pose(points: np.ndarray, scheme: str, width: int, height: int) -> np.ndarray:
     """(N, 3) yaw, pitch, roll in degrees for (N, K, 2) pixel shapes of ``scheme``.
 
-    A face with fewer than 6 present rigid points gets NaN.
+    A face with fewer than 6 present rigid points, or a degenerate shape, gets NaN.
     """
     pts = np.asarray(points, float)
     pts = pts[None] if pts.ndim == 2 else pts
@@ -71,8 +71,11 @@ def estimate_pose(points: np.ndarray, scheme: str, width: int, height: int) -> n
         ok = ~np.isnan(shape).any(axis=1)
         if ok.sum() < 6:
             continue
-        found, rvec, _ = cv2.solvePnP(obj[ok], np.ascontiguousarray(shape[ok]), cam, None,
-                                      flags=cv2.SOLVEPNP_SQPNP)
+        try:
+            found, rvec, _ = cv2.solvePnP(obj[ok], np.ascontiguousarray(shape[ok]), cam, None,
+                                          flags=cv2.SOLVEPNP_SQPNP)
+        except cv2.error:  # a degenerate shape (points collapsed together) has no pose
+            continue
         if found:
             out[i] = angles_from_rotation(cv2.Rodrigues(rvec)[0])
     return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import tiny_bench_sets
 
@@ -308,7 +309,7 @@ def test_data_adaptation_rewrites_what_the_adapter_was_fitted_on(tiny):
     idx = np.sort(np.random.default_rng(0).permutation(len(data.pool))[:6])
     cell = Cell(runner, data, STRATEGIES["data_adapt"], 6, 0, None, idx, shared)
     runner._prepare(cell, per_seed)
-    on_syn = predict(shared["synthetic_model"], data.synthetic, flip=cfg.train.flip_test)
+    on_syn = predict(shared["synthetic_model"].net, data.synthetic, flip=cfg.train.flip_test)
     expected = data.synthetic.with_points(shared["adapter"].predict(on_syn)).points
     np.testing.assert_allclose(shared["adapted"].crops.points, expected)
     labels = data.synthetic.with_points(shared["adapter"].predict(
@@ -319,3 +320,29 @@ def test_data_adaptation_rewrites_what_the_adapter_was_fitted_on(tiny):
             assert "predictions on the synthetic training faces" in r.adapter.applied_to
         elif r.strategy == "label_adapt":
             assert r.adapter.applied_to is None
+
+
+def test_train_refine_gives_every_grid_model_its_second_stage(tiny, tmp_path):
+    """[train.refine] in a config: each model of the grid is two-stage, its file says so, the
+    test predictions are stage 1's refined, and a run without it still resumes as before."""
+    from gapkit.refine import RefineConfig
+    from gapkit.train.detector import Detector
+    from gapkit.train.trainer import TwoStage
+
+    cfg, data, out, rows = tiny
+    refiner = RefineConfig(method="cnn", steps=3, size=32, width=8, batch_size=4, small_data=0)
+    two = cfg.model_copy(update={"grid": Grid(n_real=[12], seeds=[0], strategies=["real_only"]),
+                                 "train": cfg.train.model_copy(update={"refine": TwoStage(refiner=refiner)})})
+    runner = Runner(two, tmp_path / "two")
+    (row,) = runner.run(data)
+    det = Detector.load(tmp_path / "two" / "models" / "real_only_n12_s0.gkm")
+    assert det.meta.refine is not None and det.meta.train["refine"]["refiner"]["steps"] == 3
+    one = rows_of(rows, "real_only", 12)[0]
+    # stage 1 is the same training as the one-stage grid's (same data, seed and settings)
+    assert row.n_real == one.n_real and row.train == one.train
+    crops = data.test_crops()["labels"]
+    stage1 = runner.predict_crops(Detector(det.net, det.meta), crops)
+    # kept (on one held-out face here): the test predictions are refined ones; else stage 1's
+    assert np.allclose(runner.predict_crops(det, crops), stage1) == (det.refiner is None)
+    assert det.meta.refine["used"] == (det.refiner is not None)
+    assert "refine" not in json.loads((out / "config.json").read_text())["train"]  # old runs resume

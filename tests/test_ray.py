@@ -66,8 +66,8 @@ def test_the_ray_plan_follows_what_strategies_declare(tmp_path, monkeypatch):
                       grid=Grid(n_real=[6], seeds=[0, 1], alphas=[0.25, 0.5], strategies=[*existing, "added_here"]))
     tasks = _plan(Runner(cfg, tmp_path / "run"), load_data(cfg))
     seed = lambda s: ("seed", s)  # noqa: E731
-    adapter = lambda s: ("group", "adapter", s, 6)  # noqa: E731
-    cell = lambda name, s, a=None: ("cell", name, s, 6, a)  # noqa: E731
+    adapter = lambda s: ("group", "adapter", s, 6, "random")  # noqa: E731
+    cell = lambda name, s, a=None: ("cell", name, s, 6, a, "random")  # noqa: E731
     expected = [(seed(0), ["synthetic_only_n6_s0"], []), (seed(1), ["synthetic_only_n6_s1"], [])]
     for s in (0, 1):
         expected += [(cell("real_only", s), [f"real_only_n6_s{s}"], []),
@@ -124,3 +124,19 @@ def test_benchmark_quick_on_ray_matches_the_in_process_quick_run(tmp_path):
         assert r.returncode == 0, r.stderr[-2000:]
     a, b = (collect(tmp_path / name / "default-sim-quick") for name in ("inproc", "ray"))
     assert len(a) >= 10 and _rows(a) == _rows(b)
+
+
+def test_a_policy_that_looks_at_faces_waits_for_the_seeds_synthetic_model(tmp_path):
+    """diverse ranks the pool through the synthetic model: its cells run after the seed task
+    that trains it, while random cells wait for nothing."""
+    from gapkit.bench.config import Grid
+    from gapkit.bench.distributed import _plan
+    from gapkit.faceset import DataSource
+
+    ds = {k: DataSource(path=m) for k, m in tiny_bench_sets(tmp_path, n_train=12, n_test=4, n_synthetic=8).items()}
+    cfg = BenchConfig(name="plan", real_train=ds["real_train"], real_test=ds["real_test"], synthetic=[ds["synthetic"]],
+                      grid=Grid(n_real=[6], seeds=[0], strategies=["real_only"], selection=["random", "diverse"]))
+    tasks = {t.name: t for t in _plan(Runner(cfg, tmp_path / "run"), load_data(cfg))}
+    assert tasks[("cell", "real_only", 0, 6, None, "random")].after == []
+    assert tasks[("cell", "real_only", 0, 6, None, "diverse")].after == [("seed", 0)]
+    assert tasks[("cell", "real_only", 0, 6, None, "diverse")].keys == ["real_only_n6_s0_sel-diverse"]

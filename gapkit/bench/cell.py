@@ -30,7 +30,7 @@ from gapkit.bench.results import TrainPart, cell_key
 from gapkit.detect import DetectedFaces
 from gapkit.errors import ConfigError
 from gapkit.train.data import FaceCrops, Source
-from gapkit.train.model import LandmarkNet
+from gapkit.train.detector import Detector
 from gapkit.train.trainer import TrainConfig
 
 # Each need implies those before it.
@@ -104,14 +104,14 @@ class Strategy:
         if not self.task:
             raise ValueError(f"strategy {self.name}: task is 'cell', 'seed' or a group name")
 
-    def key(self, n: int, seed: int, alpha: float | None = None) -> str:
+    def key(self, n: int, seed: int, alpha: float | None = None, selection: str = "random") -> str:
         """The key of its cell (the row's file stem, and the model's when it trains one)."""
-        return cell_key(self.name, n, seed, alpha)
+        return cell_key(self.name, n, seed, alpha, selection)
 
-    def model_key(self, n: int, seed: int, alpha: float | None = None) -> str | None:
+    def model_key(self, n: int, seed: int, alpha: float | None = None, selection: str = "random") -> str | None:
         """The key of the model file that is its detector in that cell (None: not one model)."""
         if self.model == "own":
-            return self.key(n, seed, alpha)
+            return self.key(n, seed, alpha, selection)
         return synthetic_key(seed) if self.model == "synthetic_model" else None
 
 
@@ -138,11 +138,11 @@ class Host(Protocol):
     def cfg(self) -> BenchSettings: ...
 
     def train(self, data: Data, sources: list[Source], seed: int, key: str, strategy: str,
-              steps: int | None = None, init: dict | None = None, lr: float | None = None) -> LandmarkNet:
+              steps: int | None = None, init: dict | None = None, lr: float | None = None) -> Detector:
         """Train the model ``key`` (recorded as ``strategy``'s), or reload it where saved."""
         ...
 
-    def predict_test(self, data: Data, model: LandmarkNet) -> dict[str, np.ndarray]:
+    def predict_test(self, data: Data, model: Detector) -> dict[str, np.ndarray]:
         """``model``'s test predictions under each protocol (image pixels)."""
         ...
 
@@ -153,15 +153,27 @@ class Cell:
     seed, or per N_real and seed)."""
 
     def __init__(self, host: Host, data: Data, strategy: Strategy, n: int, seed: int, alpha: float | None,
-                 idx: np.ndarray, shared: dict):
+                 idx: np.ndarray | Callable[[], np.ndarray], shared: dict, selection: str = "random"):
+        """``idx``: the cell's N_real pool indices, or what computes them when first asked (a
+        selection policy's ranking, which may need the synthetic model)."""
         self._host, self.data, self.strategy = host, data, strategy
-        self.n, self.seed, self.alpha, self.idx, self.shared = n, seed, alpha, idx, shared
+        self.n, self.seed, self.alpha, self.shared, self.selection = n, seed, alpha, shared, selection
+        self._idx = idx
         self.settings: BenchSettings = host.cfg
-        self.ids = [data.pool.ids[i] for i in idx]
+
+    @cached_property
+    def idx(self) -> np.ndarray:
+        return self._idx() if callable(self._idx) else self._idx
+
+    @cached_property
+    def ids(self) -> list[str]:
+        return [self.data.pool.ids[i] for i in self.idx]
 
     def key(self, strategy: str | None = None) -> str:
-        """The name of this cell's model (or of ``strategy``'s model in the same N_real, seed)."""
-        return cell_key(strategy or self.strategy.name, self.n, self.seed, self.alpha if strategy is None else None)
+        """The name of this cell's model (or of ``strategy``'s model in the same N_real, seed and
+        selection)."""
+        return cell_key(strategy or self.strategy.name, self.n, self.seed, self.alpha if strategy is None else None,
+                        self.selection)
 
     @cached_property  # a subset copies crops: once per cell
     def real(self) -> Source:
@@ -179,7 +191,7 @@ class Cell:
         return self.shared[what]
 
     @property
-    def synthetic_model(self) -> LandmarkNet:
+    def synthetic_model(self) -> Detector:
         return self._need("synthetic_model")
 
     @property
@@ -196,7 +208,7 @@ class Cell:
         return self._need("adapted")
 
     def train(self, sources: list[Source], steps: int | None = None, init: dict | None = None,
-              lr: float | None = None, of: str | None = None) -> LandmarkNet:
+              lr: float | None = None, of: str | None = None) -> Detector:
         """Train (or reload) this cell's model on ``sources``; with ``of``, the model of that
         strategy in the same N_real and seed, which this one declares it reuses."""
         s = self.strategy
@@ -206,6 +218,6 @@ class Cell:
             raise ConfigError(f"strategy {s.name} trains a model but does not declare model='own'")
         return self._host.train(self.data, sources, self.seed, self.key(of), of or s.name, steps, init, lr)
 
-    def predict(self, model: LandmarkNet) -> dict[str, np.ndarray]:
+    def predict(self, model: Detector) -> dict[str, np.ndarray]:
         """``model``'s test predictions under each protocol (image pixels)."""
         return self._host.predict_test(self.data, model)

@@ -53,8 +53,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import tomllib
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
+from gapkit.bench.selection import POLICIES
 from gapkit.bench.strategies import STRATEGIES
 from gapkit.detect import DEFAULT_DETECTOR, build_detector
 from gapkit.errors import ConfigError, InputError
@@ -75,6 +76,19 @@ class Grid(Settings):
     seeds: list[int] = [0, 1, 2]
     alphas: list[float] = [0.25, 0.5, 0.75]
     strategies: list[str] = Field(default_factory=lambda: list(STRATEGIES))
+    # How each cell's N_real faces are chosen from the pool (gapkit.bench.selection.POLICIES);
+    # "list" follows the config's selection_list. Every policy's subsets are nested.
+    selection: list[str] = ["random"]
+
+    @field_validator("selection")
+    @classmethod
+    def _policies(cls, v: list[str]) -> list[str]:
+        bad = sorted(set(v) - set(POLICIES) - {"list"})
+        if bad:
+            raise ValueError(f"unknown selection policies {bad}; use {', '.join([*POLICIES, 'list'])}")
+        if len(set(v)) != len(v) or not v:
+            raise ValueError("selection names each policy once, at least one")
+        return v
 
     @field_validator("strategies")
     @classmethod
@@ -126,6 +140,16 @@ class BenchConfig(Settings):
     # A folder for memory-mapped crops (gapkit.train.cache): built once, shared by processes and
     # Ray workers; None keeps the crops decoded in memory.
     crop_cache: Path | None = None
+    # A selection list (`gapkit select`'s ids file) as the real pool's order: the grid's
+    # selection "list" takes its first N faces for N_real (the rest of the pool after it).
+    selection_list: Path | None = None
+
+    @model_validator(mode="after")
+    def _list_named(self) -> BenchConfig:
+        if ("list" in self.grid.selection) != (self.selection_list is not None):
+            raise ValueError("grid selection 'list' and selection_list go together: name the list file, and "
+                             "add 'list' to [grid] selection")
+        return self
 
     @classmethod
     def from_toml(cls, path: str | Path) -> BenchConfig:
@@ -143,6 +167,8 @@ class BenchConfig(Settings):
         base = p.resolve().parent
         if cfg.crop_cache is not None and not cfg.crop_cache.is_absolute():
             cfg.crop_cache = (base / cfg.crop_cache).resolve()
+        if cfg.selection_list is not None and not cfg.selection_list.is_absolute():
+            cfg.selection_list = (base / cfg.selection_list).resolve()
         for ds in [*cfg.real_train, *cfg.real_test, *cfg.synthetic]:
             if not ds.path.is_absolute():
                 ds.path = (base / ds.path).resolve()
@@ -151,7 +177,8 @@ class BenchConfig(Settings):
 
 def override(cfg: BenchConfig, quick: bool = False, steps: int | None = None, size: int | None = None,
              seeds: list[int] | None = None, n_real: list[int | str] | None = None,
-             strategies: list[str] | None = None, detector_boxes: bool | None = None) -> BenchConfig:
+             strategies: list[str] | None = None, detector_boxes: bool | None = None,
+             selection: list[str] | None = None) -> BenchConfig:
     """A copy of ``cfg`` with the command line's overrides (validated like the TOML);
     ``quick`` shrinks a grid to a smoke test: two N_real, one seed, one alpha, 30 steps."""
     d = cfg.model_dump()
@@ -160,7 +187,7 @@ def override(cfg: BenchConfig, quick: bool = False, steps: int | None = None, si
         g.update(n_real=g["n_real"][:2], seeds=g["seeds"][:1], alphas=[0.5])
         t["steps"] = min(t["steps"], 30)
     for table, key, value in ((t, "steps", steps), (t, "size", size), (g, "seeds", seeds), (g, "n_real", n_real),
-                              (g, "strategies", strategies)):
+                              (g, "strategies", strategies), (g, "selection", selection)):
         if value is not None:
             table[key] = value
     if detector_boxes is not None:

@@ -32,6 +32,7 @@ from gapkit.bench.cell import Cell, Data, closure
 from gapkit.bench.config import BenchConfig
 from gapkit.bench.results import CellResult, collect
 from gapkit.bench.runner import Runner
+from gapkit.bench.selection import get_policy
 from gapkit.devices import set_threads
 from gapkit.errors import ConfigError
 from gapkit.files import atomic_open, atomic_write_text
@@ -77,8 +78,8 @@ def _task_of(cell: Cell) -> tuple:
     if s.task == "seed":
         return ("seed", cell.seed)
     if s.task == "cell":
-        return ("cell", s.name, cell.seed, cell.n, cell.alpha)
-    return ("group", s.task, cell.seed, cell.n)
+        return ("cell", s.name, cell.seed, cell.n, cell.alpha, cell.selection)
+    return ("group", s.task, cell.seed, cell.n, cell.selection)
 
 
 def _plan(runner: Runner, data: Data) -> list[Task]:
@@ -94,7 +95,9 @@ def _plan(runner: Runner, data: Data) -> list[Task]:
     for cell in cells:
         task = tasks[home[cell.key()]]
         wait = [home[k] for k in map(cell.key, cell.strategy.reuses) if k in home]
-        if "synthetic_model" in closure(cell.strategy.needs) and not task.synthetic:
+        # a policy that looks at faces ranks the pool through the seed's synthetic model
+        looks = cell.selection != "list" and get_policy(cell.selection).needs_view
+        if ("synthetic_model" in closure(cell.strategy.needs) or looks) and not task.synthetic:
             first = ("seed", cell.seed)  # every task that needs the synthetic model starts from it
             tasks.setdefault(first, Task(first, cell.seed, synthetic=True))
             wait.insert(0, first)

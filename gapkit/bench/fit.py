@@ -37,9 +37,11 @@ def _one_model(name: str) -> Strategy:
 
 def _cell_config(config: str | Path, s: Strategy, n_real: int | None, seed: int, alpha: float | None,
                  steps: int | None, size: int | None) -> BenchConfig:
-    """The config's grid narrowed to the one cell (N_real, seed, alpha) of strategy ``s``."""
-    cfg = override(BenchConfig.from_toml(config), steps=steps, size=size, seeds=[seed],
-                   n_real=[n_real if n_real is not None else "all"], strategies=[s.name])
+    """The config's grid narrowed to the one cell (N_real, seed, alpha) of strategy ``s``, its
+    faces chosen by the config's first selection policy."""
+    base = BenchConfig.from_toml(config)
+    cfg = override(base, steps=steps, size=size, seeds=[seed], n_real=[n_real if n_real is not None else "all"],
+                   strategies=[s.name], selection=base.grid.selection[:1])
     if alpha is not None or s.per_alpha:
         d = cfg.model_dump()
         d["grid"]["alphas"] = [alpha if alpha is not None else cfg.grid.alphas[0]]
@@ -75,7 +77,8 @@ def fit_strategy(config: str | Path, strategy: str, out: str | Path, n_real: int
     rows = Runner(cfg, work, log, progress).run(data)
     row = rows[0]
     models = work / "models"
-    det = _calibrated(Detector.load(models / f"{s.model_key(row.n_real, row.seed, row.alpha)}.gkm"), cfg, row, log)
+    det = _calibrated(Detector.load(models / f"{s.model_key(row.n_real, row.seed, row.alpha, row.selection)}.gkm"),
+                      cfg, row, log)
     det.save(out, overwrite=overwrite)
     Runner.discard(work)  # what the runner wrote, and nothing else
     (work / "config.json").unlink(missing_ok=True)

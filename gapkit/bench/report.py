@@ -103,9 +103,10 @@ def findings(rows: list[CellResult]) -> list[str]:
     return out
 
 
-def equivalence_bounds(est: Estimate, curve: dict[int, float]) -> str:
-    """How many real-only images reach the NME interval ``est``, as grid bounds: only the
-    measured N values are claimed, never an interpolated count."""
+def equivalence_bounds(est: Estimate, curve: dict[int, float], who: str = "real-only training") -> str:
+    """How many images ``who`` (the curve's training, real-only by default) needs to reach the NME
+    interval ``est``, as grid bounds: only the measured N values are claimed, never an
+    interpolated count."""
     ns = sorted(curve)
     vals = np.minimum.accumulate([curve[n] for n in ns])
 
@@ -114,13 +115,13 @@ def equivalence_bounds(est: Estimate, curve: dict[int, float]) -> str:
 
     worst, best = reach(est.hi), reach(est.lo)  # a worse NME is reached with fewer images
     if worst is None:
-        return f"real-only training does not reach it with any measured N (up to {ns[-1]})"
+        return f"{who} does not reach it with any measured N (up to {ns[-1]})"
     if best is None:
-        return (f"real-only training reaches the interval's worse end at N={worst}; its better end lies beyond "
+        return (f"{who} reaches the interval's worse end at N={worst}; its better end lies beyond "
                 f"the largest measured N ({ns[-1]})")
     if worst == best:
-        return f"real-only training reaches that at N={worst} of the measured grid"
-    return f"real-only training reaches that interval somewhere between N={worst} and N={best} of the measured grid"
+        return f"{who} reaches that at N={worst} of the measured grid"
+    return f"{who} reaches that interval somewhere between N={worst} and N={best} of the measured grid"
 
 
 SMOKE = ("**Smoke test (`--quick`)**: a tiny grid with models far from trained. It checks that every "
@@ -157,10 +158,50 @@ def write_outputs(rows: list[CellResult], out: Path, title: str, smoke: bool = F
         lines[1:1] = ["", SMOKE]
         lines += ["", "## Findings", "", "None: this is a smoke test."]
     else:
-        lines += ["", "## Findings", ""] + [f"{i + 1}. {f}" for i, f in enumerate(findings(rows))]
+        drawn = [r for r in rows if r.selection == "random"]  # the published protocol's findings
+        lines += ["", "## Findings", ""] + [f"{i + 1}. {f}" for i, f in enumerate(findings(drawn))]
+        lines += selection_section(rows)
     lines += ["", "Figures: `nme_vs_nreal.png`, `ced.png`, `equivalence.png`. Rows: `results.csv`.", ""]
     atomic_write_text(out / "report.md", "\n".join(lines), overwrite=True)
     return [out / "report.md", *plots(rows, out, intervals)]
+
+
+def _verdict(d: Estimate, policy: str) -> str:
+    return f"{policy} better" if d.lo > 0 else "random better" if d.hi < 0 else "tie"
+
+
+def selection_section(rows: list[CellResult]) -> list[str]:
+    """Each selection policy against random selection, per strategy and N_real: the paired
+    difference (random - policy, by test face over seeds) and, where they differ, how many
+    randomly drawn faces reach the policy's NME (grid bounds, as for real-image equivalence)."""
+    policies = sorted({r.selection for r in rows} - {"random"})
+    pf = per_face(rows)
+    bases = sorted({r.name for r in rows if r.selection == "random"}, key=_order)
+    if not policies or not bases:
+        return []
+    ns = sorted({r.n_real for r in rows})
+    lines = ["", "## Which faces to label", "",
+             "random - policy in NME points, paired by test face over seeds [95% interval] (positive: the "
+             "policy's faces train a better detector than a random draw of as many).", "",
+             "| strategy | policy | " + " | ".join(f"N={n}" for n in ns) + " |", "|---|---|" + "---|" * len(ns)]
+    notes = []
+    for base in bases:
+        for pol in policies:
+            mine = pf.get(f"{base} [{pol}]", {})
+            cells = []
+            for n in ns:
+                if n not in mine or n not in pf[base]:
+                    cells.append("-")
+                    continue
+                d = difference(pf[base][n], mine[n])
+                cells.append(f"{d} {_verdict(d, pol)}")
+                if d.separates():
+                    curve = {m: float(v.mean()) * 100 for m, v in pf[base].items()}
+                    notes.append(f"{base}: {pol} with {n} faces reaches NME {cell_interval(mine[n])}%; "
+                                 f"{equivalence_bounds(cell_interval(mine[n]), curve, 'random selection')}.")
+            lines.append(f"| {base} | {pol} | " + " | ".join(cells) + " |")
+    lines += [""] + ([f"- {n}" for n in notes] or ["- No policy differs from random selection at any N: ties."])
+    return lines
 
 
 def _detector_section(rows: list[CellResult], ns: list[int]) -> list[str]:

@@ -67,21 +67,25 @@ class CellResult(BaseModel):
     predictions: str | None = None   # how test predictions were made, where not by the trained model alone
     adapter: AdapterInfo | None = None
     detector: DetectorScore | None = None  # the detector-box protocol, when the config asks for it
+    selection: str = "random"  # the policy that chose real_ids (gapkit.bench.selection)
 
     @property
     def name(self) -> str:
         """The strategy as the report names it (mix cells by their alpha)."""
-        return self.strategy if self.alpha is None else f"{self.strategy} a={self.alpha:g}"
+        name = self.strategy if self.alpha is None else f"{self.strategy} a={self.alpha:g}"
+        return name if self.selection == "random" else f"{name} [{self.selection}]"
 
     @property
     def key(self) -> str:
-        return cell_key(self.strategy, self.n_real, self.seed, self.alpha)
+        return cell_key(self.strategy, self.n_real, self.seed, self.alpha, self.selection)
 
 
-def cell_key(strategy: str, n: int, seed: int, alpha: float | None = None) -> str:
-    """The name of a cell (its row's file) and of the model it trains."""
+def cell_key(strategy: str, n: int, seed: int, alpha: float | None = None, selection: str = "random") -> str:
+    """The name of a cell (its row's file) and of the model it trains; random selection, the
+    grid's first, adds nothing, so runs from before the selection axis resume."""
     a = f"_a{alpha:g}" if alpha is not None else ""
-    return f"{strategy}{a}_n{n}_s{seed}"
+    sel = f"_sel-{selection}" if selection != "random" else ""
+    return f"{strategy}{a}_n{n}_s{seed}{sel}"
 
 
 CSV_COLUMNS = ["strategy", "alpha", "n_real", "seed", "nme_pct", "fr", "auc", "threshold", "normaliser", "time_s"]

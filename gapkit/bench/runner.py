@@ -32,6 +32,7 @@ from gapkit.adapt import FitConfig, LabelAdapter
 from gapkit.bench.cell import SYNTHETIC_MODEL, Cell, Data, closure, synthetic_key
 from gapkit.bench.config import BenchConfig
 from gapkit.bench.results import AdapterInfo, CellResult, DetectorScore, collect
+from gapkit.bench.selection import PoolView, Ranking, get_policy, pool_view, rank_by_list, read_selection
 from gapkit.bench.strategies import STRATEGIES, synthetic_model_owner
 from gapkit.detect import LEGACY_DETECTOR, build_detector, detector_boxes
 from gapkit.devices import resolve_device
@@ -42,7 +43,7 @@ from gapkit.metrics import summary
 from gapkit.schemes import LandmarkScheme, get_scheme
 from gapkit.train import FaceCrops, Source, predict, train
 from gapkit.train.detector import Detector, trained_detector
-from gapkit.train.model import LandmarkNet
+from gapkit.train.fit import second_stage
 
 Log = Callable[[str], None]
 
@@ -89,8 +90,9 @@ def _file_patterns() -> tuple[re.Pattern, re.Pattern]:
     strategy's cells; its models and the seeds' synthetic models, with their checkpoints)."""
     names = "|".join(map(re.escape, STRATEGIES))
     models = "|".join(map(re.escape, [*STRATEGIES, SYNTHETIC_MODEL]))
-    return (re.compile(rf"^(?:{names})(?:_a[0-9.e+-]+)?_n\d+_s-?\d+\.json$"),
-            re.compile(rf"^(?:{models})(?:_a[0-9.e+-]+)?(?:_n\d+)?_s-?\d+\.(?:gkm|pt|ckpt|tmp)$"))
+    sel = r"(?:_sel-[A-Za-z0-9_]+)?"
+    return (re.compile(rf"^(?:{names})(?:_a[0-9.e+-]+)?_n\d+_s-?\d+{sel}\.json$"),
+            re.compile(rf"^(?:{models})(?:_a[0-9.e+-]+)?(?:_n\d+)?_s-?\d+{sel}\.(?:gkm|pt|ckpt|tmp)$"))
 
 
 class Runner:
@@ -102,11 +104,15 @@ class Runner:
         self.cfg, self.out, self.log, self.progress = cfg, Path(out), log, progress
         self.device = resolve_device(cfg.train.device)  # once, for training, prediction and the adapter
         saved = self.out / "config.json"
-        # Where the crops are cached does not change a result, loader_workers = 0 is the stream runs
-        # had before the option existed, and the face detector matters only with detector boxes
-        # (Haar is what runs used before it was named): these stay out, so those runs still resume.
+        # Where the crops are cached does not change a result; loader_workers = 0, channels-last and
+        # no second stage are what runs did before those options existed, and the face detector
+        # matters only with detector boxes (Haar is what runs used before it was named): these
+        # stay out, so those runs still resume.
         unused_detector = not cfg.detector_boxes or cfg.face_detector == LEGACY_DETECTOR
-        skip: dict = {"crop_cache": True} | ({"train": {"loader_workers"}} if not cfg.train.loader_workers else {}) \
+        t = cfg.train
+        as_before = {k for k, same in (("loader_workers", not t.loader_workers), ("channels_last", t.channels_last),
+                                       ("refine", t.refine is None)) if same}
+        skip: dict = {"crop_cache": True} | ({"train": as_before} if as_before else {}) \
             | ({"face_detector": True} if unused_detector else {})
         now = cfg.model_dump_json(indent=1, exclude=skip)
         # Finished cells are only reused by the configuration that made them.
@@ -140,29 +146,37 @@ class Runner:
         return self.out / "cells" / f"{key}.json"
 
     def train(self, data: Data, sources: list[Source], seed: int, key: str, strategy: str,
-              steps: int | None = None, init: dict | None = None, lr: float | None = None) -> LandmarkNet:
+              steps: int | None = None, init: dict | None = None, lr: float | None = None) -> Detector:
         """Train the model ``key`` (or reload it when a previous cell or run saved it). Models are
         saved as model files (:mod:`gapkit.train.detector`) recording ``strategy``, so `gapkit
-        predict` runs any of them."""
+        predict` runs any of them. With ``[train.refine]`` each has its second stage, trained on
+        out-of-fold stage-1 points of the same sources."""
         t = self.cfg.train
         path = self.out / "models" / f"{key}.gkm"
         if path.is_file():
-            return Detector.load(path, self.cfg.target_scheme).net
+            return Detector.load(path, self.cfg.target_scheme)
         steps = steps or t.steps
         tc = t.model_copy(update={"steps": steps, "lr": lr or t.lr, "seed": seed, "device": self.device,
                                   "checkpoint_every": max(50, steps // 4)})
         ckpt = self.out / "models" / f"{key}.ckpt"
-        model = train(sources, tc, init=init, checkpoint=ckpt,
-                      progress=(lambda s, n, loss: self.progress(key, s, n)) if self.progress else None)
+        step = (lambda s, n, loss: self.progress(key, s, n)) if self.progress else None
+        model = train(sources, tc, init=init, checkpoint=ckpt, progress=step)
+        refiner, rep = second_stage(sources, tc, init, log=lambda m: None, progress=None) if tc.refine else (None, None)
         det = data.detected
-        trained_detector(model, tc, sources, strategy, det.calibration if det else None,
-                         det.detector if det else None).save(path, overwrite=True)
+        out = trained_detector(model, tc, sources, strategy, det.calibration if det else None,
+                               det.detector if det else None, refiner, rep)
+        out.save(path, overwrite=True)
         ckpt.unlink(missing_ok=True)
-        return model
+        return out
 
-    def predict_test(self, data: Data, model: LandmarkNet) -> dict[str, np.ndarray]:
-        return {k: predict(model, crops, device=self.device, flip=self.cfg.train.flip_test)
-                for k, crops in data.test_crops().items()}
+    def predict_crops(self, model: Detector, crops: FaceCrops) -> np.ndarray:
+        """Image points (N, K, 2) of every face of ``crops``: stage 1, then the second stage where
+        the model has one (it reads each face's image)."""
+        pts = predict(model.net, crops, device=self.device, flip=self.cfg.train.flip_test)
+        return model.refiner(crops.paths, pts, crops.ids)[0] if model.refiner is not None else pts
+
+    def predict_test(self, data: Data, model: Detector) -> dict[str, np.ndarray]:
+        return {k: self.predict_crops(model, crops) for k, crops in data.test_crops().items()}
 
     # ---- the grid -------------------------------------------------------------------
     def n_values(self, pool_size: int) -> list[int]:
@@ -177,18 +191,45 @@ class Runner:
         return sorted(out)
 
     def cells(self, data: Data):
-        """Every cell of the grid in run order, with the dict its per-seed needs are shared through."""
+        """Every cell of the grid in run order, with the dict its per-seed needs are shared through.
+        A cell's N_real faces are the first N of its selection policy's ranking of the pool,
+        ranked when a cell first asks (a policy that looks at faces needs the synthetic model)."""
         g = self.cfg.grid
         chosen = [STRATEGIES[name] for name in STRATEGIES if name in g.strategies]
         for seed in g.seeds:
-            perm = np.random.default_rng(seed).permutation(len(data.pool))
             per_seed: dict = {}
-            for n in self.n_values(len(data.pool)):
-                shared = dict(per_seed)
-                idx = np.sort(perm[:n])
-                for s in chosen:
-                    for alpha in (g.alphas if s.per_alpha else [None]):
-                        yield Cell(self, data, s, n, seed, alpha, idx, shared), per_seed
+            for selection in g.selection:
+                for n in self.n_values(len(data.pool)):
+                    shared = dict(per_seed)
+
+                    def idx(selection=selection, n=n, seed=seed, per_seed=per_seed) -> np.ndarray:
+                        return self.ranking(data, selection, seed, per_seed).take(n)
+
+                    for s in chosen:
+                        for alpha in (g.alphas if s.per_alpha else [None]):
+                            yield Cell(self, data, s, n, seed, alpha, idx, shared, selection), per_seed
+
+    def ranking(self, data: Data, selection: str, seed: int, per_seed: dict | None = None) -> Ranking:
+        """The pool ranked by ``selection`` for ``seed`` (kept in ``per_seed``): nothing of the
+        pool's labels is read, only its crops through the seed's synthetic model."""
+        per_seed = {} if per_seed is None else per_seed
+        key = f"ranking:{selection}"
+        if key not in per_seed:
+            if selection == "list":
+                ids = read_selection(self.cfg.selection_list)
+                per_seed[key] = rank_by_list(data.pool.ids, ids, seed, str(self.cfg.selection_list))
+            else:
+                policy = get_policy(selection)
+                view = self.pool_view(data, seed, per_seed) if policy.needs_view else None
+                per_seed[key] = policy.rank(len(data.pool), view, seed)
+        return per_seed[key]
+
+    def pool_view(self, data: Data, seed: int, per_seed: dict) -> PoolView:
+        """The pool as the seed's synthetic model sees it (trained or reloaded), without labels."""
+        if "pool_view" not in per_seed:
+            model = self.synthetic_model(data, seed)
+            per_seed["pool_view"] = pool_view(model.net, data.pool, self.device)
+        return per_seed["pool_view"]
 
     def done(self, key: str) -> bool:
         return self._cell_path(key).is_file()
@@ -202,7 +243,7 @@ class Runner:
             self._run_cell(cell)
         return collect(self.out)
 
-    def synthetic_model(self, data: Data, seed: int) -> LandmarkNet:
+    def synthetic_model(self, data: Data, seed: int) -> Detector:
         """Train (or reload) the synthetic model of ``seed`` alone, as the Ray grid's first task does."""
         return self.train(data, [Source(data.synthetic)], seed, synthetic_key(seed), synthetic_model_owner())
 
@@ -222,7 +263,7 @@ class Runner:
     def _synthetic(self, data: Data, seed: int, per_seed: dict) -> None:
         """The seed's synthetic model and its predictions on the real pool and the test set."""
         model = self.synthetic_model(data, seed)
-        on_pool = predict(model, data.pool, device=self.device, flip=self.cfg.train.flip_test)
+        on_pool = self.predict_crops(model, data.pool)
         per_seed.update(synthetic_model=model, synthetic_on_pool=on_pool,
                         synthetic_on_test=self.predict_test(data, model))
 
@@ -245,8 +286,7 @@ class Runner:
         # distribution, on which it was never fitted.
         shared, synthetic = cell.shared, cell.data.synthetic
         if "synthetic_on_synthetic" not in per_seed:
-            per_seed["synthetic_on_synthetic"] = predict(shared["synthetic_model"], synthetic,
-                                                         device=self.device, flip=self.cfg.train.flip_test)
+            per_seed["synthetic_on_synthetic"] = self.predict_crops(shared["synthetic_model"], synthetic)
         adapted = shared["adapter"].predict(per_seed["synthetic_on_synthetic"])
         shared["adapted"] = Source(synthetic.with_points(adapted))
         shared["adapter_info"] = shared["adapter_info"].model_copy(
@@ -278,7 +318,8 @@ class Runner:
         elapsed = time.perf_counter() - t0
         data, test_ids = cell.data, cell.data.test.ids
         row = CellResult(
-            strategy=cell.strategy.name, alpha=cell.alpha, n_real=cell.n, seed=cell.seed, test_set="real_test",
+            strategy=cell.strategy.name, alpha=cell.alpha, n_real=cell.n, seed=cell.seed, selection=cell.selection,
+            test_set="real_test",
             test_n=len(test_ids), test_ids_sha=_digest(test_ids), real_ids=cell.ids,
             threshold=self.cfg.metric.failure_threshold, **self._score(out.pred["labels"], data.test_points),
             time_s=round(elapsed, 2), train=out.train, init=out.init, predictions=out.predictions,

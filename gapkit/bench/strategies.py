@@ -78,7 +78,7 @@ def data_adapt(cell: Cell) -> Outcome:
           reuses=("data_adapt",))
 def finetune(cell: Cell) -> Outcome:
     # The data_adapt model (reloaded when that strategy ran, trained here when it did not).
-    init = cell.train([cell.adapted], of="data_adapt").state_dict()
+    init = cell.train([cell.adapted], of="data_adapt").net.state_dict()
     ft = cell.settings.finetune
     model = cell.train([cell.real], steps=ft.steps or cell.settings.train.steps // 2, init=init,
                        lr=cell.settings.train.lr * ft.lr_scale)
