@@ -255,9 +255,10 @@ def benchmark(
             def step(key: str, s: int, n: int) -> None:
                 bar.update(task, completed=s, total=n, description=key)
 
-            paths = run(cfg, folder, log=lambda m: console.print(m, highlight=False), progress=step, smoke=quick,
-                        ray=ray)
-    console.print((folder / "report.md").read_text(), highlight=False)
+            # library messages hold ids, paths and names like "real_only [diverse]": never markup
+            paths = run(cfg, folder, log=lambda m: console.print(m, highlight=False, markup=False), progress=step,
+                        smoke=quick, ray=ray)
+    console.print((folder / "report.md").read_text(), highlight=False, markup=False)
     console.print("[green]wrote[/green] " + ", ".join(str(p) for p in paths))
 
 

@@ -65,7 +65,7 @@ def train(
 
     with job_errors():
         used = set_threads(threads)
-        log = lambda m: console.print(m, highlight=False)  # noqa: E731
+        log = lambda m: console.print(m, highlight=False, markup=False)  # noqa: E731
         if refine and not two_stage:
             raise ConfigError("--refine sets the second stage: give --two-stage too")
         if config is not None:

@@ -12,9 +12,10 @@ from gapkit.errors import ConfigError
 
 
 def select(
-    data: Annotated[Path, typer.Argument(help="the pool: a dataset folder, file or manifest")],
-    n: Annotated[int, typer.Option("--n", help="how many faces to pick", min=1)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="the selection list to write (rank, id, reason)")],
+    data: Annotated[list[Path] | None, typer.Argument(
+        help="the pool: dataset folders, files or manifests, pooled [default: --config's real_train]")] = None,
+    n: Annotated[int, typer.Option("--n", help="how many faces to pick", min=1)] = ...,
+    out: Annotated[Path, typer.Option("--out", "-o", help="the selection list to write (rank, id, reason)")] = ...,
     policy: Annotated[str, typer.Option(help="random, diverse or uncertain (gapkit.bench.selection)")] = "diverse",
     synthetic_model: Annotated[Path | None, typer.Option(
         help="the synthetic model (.gkm) that sees the faces [default: the one the benchmark trains on "
@@ -31,7 +32,7 @@ def select(
     """Pick N faces of a pool for labelling, ranked, with the reason each was picked; the list
     feeds `gapkit benchmark` (selection_list) and `gapkit app --selection`."""
     from gapkit.bench.selection import get_policy, select_faces, write_selection
-    from gapkit.faceset import DataSource, load
+    from gapkit.faceset import load
     from gapkit.files import check_output
     from gapkit.formats.manifest import ManifestWriter
 
@@ -40,17 +41,20 @@ def select(
         manifest = manifest or out.with_name(out.name + ".jsonl")
         for p in (out, manifest):
             check_output(p, overwrite)
-        faces, rep = load([DataSource(path=data, format=from_fmt, splits=split)], require=str(data))
+        sources, scheme = _pool(data, from_fmt, split, config)
+        # as the benchmark loads its pool, so the ids match a config that names the list
+        faces, rep = load(sources, scheme=scheme, min_points=0.5, require="the pool")
         if rep.problems:
             err.print(f"[yellow]skipped {rep.skipped} records[/yellow]")
             show_problems(rep.problems)
         if n > len(faces):
-            raise ConfigError(f"--n {n} is more than the {len(faces)} faces in {data}")
+            raise ConfigError(f"--n {n} is more than the {len(faces)} faces in the pool")
         model, size, margin = (_synthetic_model(synthetic_model, config, runs, seed) if pol.needs_view
                                else (None, 64, 1.3))
         with console.status(f"ranking {len(faces)} faces ({policy})"):
             ranking = select_faces(list(faces), policy, model, seed, size, margin)
-        header = f"gapkit select: policy {policy}, seed {seed}, {n} of {len(faces)} faces of {data}"
+        where = ", ".join(str(src.path) for src in sources)
+        header = f"gapkit select: policy {policy}, seed {seed}, {n} of {len(faces)} faces of {where}"
         write_selection(out, [r.id for r in faces], ranking, n, header, overwrite=overwrite)
         with ManifestWriter(manifest, overwrite=overwrite) as w:
             for k, i in enumerate(ranking.order[:n]):
@@ -61,6 +65,21 @@ def select(
     console.print(f"[green]wrote[/green] {out} and {manifest}: {n} of {len(faces)} faces, policy {policy}")
     for k in range(min(n, 5)):
         console.print(f"  {k + 1}. {faces[int(ranking.order[k])].id}: {ranking.reasons[k]}", highlight=False)
+
+
+def _pool(data: list[Path] | None, from_fmt: str | None, split: list[str] | None, config: Path | None):
+    """The pool's sources and the scheme to read them in: the paths given, else the config's
+    real_train in its target scheme."""
+    from gapkit.bench import BenchConfig
+    from gapkit.faceset import DataSource
+
+    if data:
+        scheme = BenchConfig.from_toml(config).target_scheme if config is not None else None
+        return [DataSource(path=p, format=from_fmt, splits=split) for p in data], scheme
+    if config is None:
+        raise ConfigError("give the pool (dataset paths), or --config T.toml to select from its real_train")
+    cfg = BenchConfig.from_toml(config)
+    return list(cfg.real_train), cfg.target_scheme
 
 
 def _synthetic_model(path: Path | None, config: Path | None, runs: Path, seed: int):

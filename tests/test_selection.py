@@ -206,3 +206,8 @@ def test_unknown_policy_is_a_configuration_error(sets):
         _cfg(sets, selection=["clever"])
     with pytest.raises(ConfigError, match="unknown selection policy"):
         select_faces(_pool(sets), "clever")
+
+
+def test_cli_select_needs_a_pool(tmp_path):
+    res = CliRunner().invoke(app, ["select", "--n", "3", "-o", str(tmp_path / "p.txt")])
+    assert res.exit_code == 2 and "give the pool" in res.output and not (tmp_path / "p.txt").exists()
