@@ -44,7 +44,7 @@ $(DLIB_VENV)/.installed:
 	touch $@
 
 # gapkit's detector, one- and two-stage, against ERT on the 300-W training pool, with dlib's
-# pretrained 68-point model as a reference row (needs ../shared/data; about 35 minutes on 2 cores).
+# pretrained 68-point model as a reference row (needs ../shared/data; about 30 minutes on 2 cores).
 detector-vs-ert: setup $(DLIB_VENV)/.models
 	$(PY) benchmarks/detector_vs_ert.py --dlib-python $(DLIB_VENV)/bin/python --n 226,all --budget 8000 \
 		--two-stage --dlib68
