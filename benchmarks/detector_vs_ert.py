@@ -109,7 +109,7 @@ def _two_stage(crops: FaceCrops, cfg, options: dict, test, one_stage: np.ndarray
     fit_s = time.perf_counter() - t
     t = time.perf_counter()
     pred = refiner([r.image for r in test], one_stage)[0] if refiner is not None else one_stage
-    report = {k: v for k, v in vars(rep).items() if k != "problems"} | {"predict_s": time.perf_counter() - t}
+    report = rep.as_meta() | {"predict_s": time.perf_counter() - t}
     print(f"  second stage {'kept: ' + rep.method if rep.used else 'not kept'} ({rep.how}: stage 1 "
           f"{rep.shape_nme_pct:.2f}% vs refined {rep.refined_nme_pct:.2f}%; {fit_s:.0f} s)", flush=True)
     return pred, fit_s, report

@@ -1,4 +1,4 @@
-"""The GPU path, measured in one short run (about 8 minutes on one GPU; seconds with --tiny).
+"""The GPU path, measured in one short run (sized for about 8 minutes on one GPU, not yet run on one; seconds with --tiny).
 
 On simulated faces (nothing to download), on ``--device``:
 - training steps/s of the compact net and resnet18 at 128 and 256 px, AMP (float16, CUDA only)

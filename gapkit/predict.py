@@ -141,15 +141,6 @@ def _faces(items: Iterator[FaceRecord | Path], labelled: bool, root: Path, meta:
            progress: Callable[[int], None] | None, keep_image: bool = False) -> Iterator[_Face]:
     """Crops of every face, image by image (consecutive records of one image share a decode);
     with ``keep_image``, each face also holds its decoded image."""
-    for face in _crops(items, labelled, root, meta, boxes, detector, report, progress):
-        if not keep_image:
-            face.img = None
-        yield face
-
-
-def _crops(items: Iterator[FaceRecord | Path], labelled: bool, root: Path, meta: ModelMeta, boxes: Boxes,
-           detector: FaceDetector | None, report: PredictReport,
-           progress: Callable[[int], None] | None) -> Iterator[_Face]:
     size, margin = meta.size, meta.margin
     cal = meta.box_calibration()
     base = root if root.is_dir() else root.parent
@@ -166,11 +157,12 @@ def _crops(items: Iterator[FaceRecord | Path], labelled: bool, root: Path, meta:
             continue
         report.images += 1
         h, w = img.shape[:2]
+        kept = img if keep_image else None
         if boxes == "labels":
             for r in recs:
                 box = r.bbox or r.landmark_box()
                 crop, m = crop_box(img, box, size, margin)
-                yield _Face(r.id, r.image, w, h, r.split, tuple(map(float, box)), crop, m, r, img=img)
+                yield _Face(r.id, r.image, w, h, r.split, tuple(map(float, box)), crop, m, r, img=kept)
             continue
         found = detector(img)
         found = found[np.argsort(-found[:, 2] * found[:, 3], kind="stable")] if len(found) else found
@@ -184,7 +176,7 @@ def _crops(items: Iterator[FaceRecord | Path], labelled: bool, root: Path, meta:
             det = found[free.pop(j)]
             box = cal(det)
             crop, m = crop_box(img, box, size, margin)
-            yield _Face(r.id, r.image, w, h, r.split, box, crop, m, r, det.tolist(), img)
+            yield _Face(r.id, r.image, w, h, r.split, box, crop, m, r, det.tolist(), kept)
         if not labelled and not free:
             report.problems.append(Problem(image, None, "the face detector found no face"))
         stem = recs[0].id if labelled else Path(image).relative_to(base).as_posix()
@@ -192,7 +184,7 @@ def _crops(items: Iterator[FaceRecord | Path], labelled: bool, root: Path, meta:
             box = cal(found[i])
             crop, m = crop_box(img, box, size, margin)
             yield _Face(f"{stem}#{'extra' if labelled else ''}{k}", image, w, h, recs[0].split if labelled else "",
-                        box, crop, m, None, found[i].tolist(), img)
+                        box, crop, m, None, found[i].tolist(), kept)
 
 
 def model_detector(model: Detector | OnnxDetector) -> FaceDetector:

@@ -167,9 +167,8 @@ class LabelAdapter:
         self.refiner, rep = fit_refiner(list(images), oof, tgt, self.mean_target, self.target, self.normaliser,
                                         cfg, device, ids, progress)
         rep.fit_s = round(time.perf_counter() - start, 1)
-        self.meta["refine"] = dict({k: v for k, v in rep.__dict__.items() if k != "problems"},
-                                   config=(self.refiner.cfg if self.refiner else cfg).model_dump(mode="json"),
-                                   fit_device=device, unreadable=len(rep.problems))
+        self.meta["refine"] = dict(rep.as_meta(), config=(self.refiner.cfg if self.refiner else cfg).model_dump(mode="json"),
+                                   fit_device=device)
         return rep
 
     def _out_of_fold(self, src: np.ndarray, tgt: np.ndarray, depth: np.ndarray | None, device: str,

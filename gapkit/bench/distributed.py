@@ -32,7 +32,7 @@ from gapkit.bench.cell import Cell, Data, closure
 from gapkit.bench.config import BenchConfig
 from gapkit.bench.results import CellResult, collect
 from gapkit.bench.runner import Runner
-from gapkit.bench.selection import get_policy
+from gapkit.bench.selection import looks_at_faces
 from gapkit.devices import set_threads
 from gapkit.errors import ConfigError
 from gapkit.files import atomic_open, atomic_write_text
@@ -96,8 +96,8 @@ def _plan(runner: Runner, data: Data) -> list[Task]:
         task = tasks[home[cell.key()]]
         wait = [home[k] for k in map(cell.key, cell.strategy.reuses) if k in home]
         # a policy that looks at faces ranks the pool through the seed's synthetic model
-        looks = cell.selection != "list" and get_policy(cell.selection).needs_view
-        if ("synthetic_model" in closure(cell.strategy.needs) or looks) and not task.synthetic:
+        needs_model = "synthetic_model" in closure(cell.strategy.needs) or looks_at_faces(cell.selection)
+        if needs_model and not task.synthetic:
             first = ("seed", cell.seed)  # every task that needs the synthetic model starts from it
             tasks.setdefault(first, Task(first, cell.seed, synthetic=True))
             wait.insert(0, first)

@@ -186,6 +186,7 @@ def selection_section(rows: list[CellResult]) -> list[str]:
              "| strategy | policy | " + " | ".join(f"N={n}" for n in ns) + " |", "|---|---|" + "---|" * len(ns)]
     notes = []
     for base in bases:
+        curve = {m: float(v.mean()) * 100 for m, v in pf[base].items()}
         for pol in policies:
             mine = pf.get(f"{base} [{pol}]", {})
             cells = []
@@ -196,7 +197,6 @@ def selection_section(rows: list[CellResult]) -> list[str]:
                 d = difference(pf[base][n], mine[n])
                 cells.append(f"{d} {_verdict(d, pol)}")
                 if d.separates():
-                    curve = {m: float(v.mean()) * 100 for m, v in pf[base].items()}
                     notes.append(f"{base}: {pol} with {n} faces reaches NME {cell_interval(mine[n])}%; "
                                  f"{equivalence_bounds(cell_interval(mine[n]), curve, 'random selection')}.")
             lines.append(f"| {base} | {pol} | " + " | ".join(cells) + " |")

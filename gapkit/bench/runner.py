@@ -32,7 +32,15 @@ from gapkit.adapt import FitConfig, LabelAdapter
 from gapkit.bench.cell import SYNTHETIC_MODEL, Cell, Data, closure, synthetic_key
 from gapkit.bench.config import BenchConfig
 from gapkit.bench.results import AdapterInfo, CellResult, DetectorScore, collect
-from gapkit.bench.selection import PoolView, Ranking, get_policy, pool_view, rank_by_list, read_selection
+from gapkit.bench.selection import (
+    PoolView,
+    Ranking,
+    get_policy,
+    looks_at_faces,
+    pool_view,
+    rank_by_list,
+    read_selection,
+)
 from gapkit.bench.strategies import STRATEGIES, synthetic_model_owner
 from gapkit.detect import LEGACY_DETECTOR, build_detector, detector_boxes
 from gapkit.devices import resolve_device
@@ -219,15 +227,14 @@ class Runner:
                 ids = read_selection(self.cfg.selection_list)
                 per_seed[key] = rank_by_list(data.pool.ids, ids, seed, str(self.cfg.selection_list))
             else:
-                policy = get_policy(selection)
-                view = self.pool_view(data, seed, per_seed) if policy.needs_view else None
-                per_seed[key] = policy.rank(len(data.pool), view, seed)
+                view = self.pool_view(data, seed, per_seed) if looks_at_faces(selection) else None
+                per_seed[key] = get_policy(selection).rank(len(data.pool), view, seed)
         return per_seed[key]
 
     def pool_view(self, data: Data, seed: int, per_seed: dict) -> PoolView:
         """The pool as the seed's synthetic model sees it (trained or reloaded), without labels."""
         if "pool_view" not in per_seed:
-            model = self.synthetic_model(data, seed)
+            model = per_seed.get("synthetic_model") or self.synthetic_model(data, seed)
             per_seed["pool_view"] = pool_view(model.net, data.pool, self.device)
         return per_seed["pool_view"]
 

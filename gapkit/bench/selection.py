@@ -31,6 +31,7 @@ from gapkit.errors import ConfigError, InputError
 from gapkit.files import atomic_write_text
 from gapkit.metrics import normaliser
 from gapkit.pose import estimate_pose
+from gapkit.refine.frame import mirror_points
 from gapkit.schemes import LandmarkScheme, get_scheme
 from gapkit.train.data import FaceCrops
 
@@ -107,6 +108,12 @@ def get_policy(name: str) -> SelectionPolicy:
         return POLICIES[name]
     except KeyError:
         raise ConfigError(f"unknown selection policy {name!r}; use {', '.join(POLICIES)}") from None
+
+
+def looks_at_faces(selection: str) -> bool:
+    """Whether the grid's ``selection`` ranks the pool through the synthetic model (``list``
+    follows a file)."""
+    return selection != "list" and get_policy(selection).needs_view
 
 
 def rank_random(n: int, view: PoolView | None, seed: int) -> Ranking:
@@ -190,9 +197,7 @@ def pool_view(model, crops: FaceCrops, device: str = "cpu", batch_size: int = 12
         for i in range(0, len(crops), batch_size):
             x = to_tensor_batch(crops.images[i:i + batch_size]).to(device)
             shapes.append(net(x).float().cpu().numpy())
-            q = net(x.flip(-1)).float().cpu().numpy()[:, flip]
-            q[..., 0] = (x.shape[-1] - 1) - q[..., 0]
-            mirrored.append(q)
+            mirrored.append(mirror_points(net(x.flip(-1)).float().cpu().numpy(), flip, x.shape[-1]))
             emb.append(net.features(x).float().cpu().numpy())
     net.cpu()
     s = np.concatenate(shapes)
@@ -237,10 +242,9 @@ def read_selection(path: str | Path | None) -> list[str]:
 
 def select_faces(records: list, policy: str, model=None, seed: int = 0, size: int = 64, margin: float = 1.3,
                  device: str = "cpu") -> Ranking:
-    """Rank labelled or unlabelled face ``records`` by ``policy`` for labelling. The crops are
-    cut by the model's crop policy (each face's bbox, else its landmark box) and only their
-    pixels are read, through ``model`` (a synthetic model's LandmarkNet; needed by policies that
-    look at faces)."""
+    """Rank face ``records`` by ``policy`` for labelling. The crops are cut by the model's crop
+    policy (each face's bbox, else its landmark box) and only their pixels are read, through
+    ``model`` (a synthetic model's LandmarkNet; needed by policies that look at faces)."""
     pol = get_policy(policy)
     if not pol.needs_view:
         return pol.rank(len(records), None, seed)

@@ -87,24 +87,33 @@ def train_net(images: np.ndarray, init: np.ndarray, target: np.ndarray, scheme: 
     return net.eval()
 
 
+def flip_averaged(step: Callable[[np.ndarray, np.ndarray], np.ndarray], images: np.ndarray, init: np.ndarray,
+                  flip: np.ndarray | None, batch_size: int = 64) -> np.ndarray:
+    """Refined crop points (N, K, 2) from ``step(crops, points) -> points``, run in batches; with
+    ``flip`` (the scheme's permutation), the mean of each crop's answer and its mirror image's.
+    The torch CNN and its ONNX graph both run through here."""
+    out = np.empty_like(init, dtype=float)
+    for i in range(0, len(images), batch_size):
+        x, p = images[i:i + batch_size], init[i:i + batch_size]
+        r = step(x, p)
+        if flip is not None:
+            mx, mp = mirror(x, p, flip)
+            _, q = mirror(mx, step(mx, mp), flip)
+            r = (r + q) / 2
+        out[i:i + batch_size] = r
+    return out
+
+
 def run_net(net, images: np.ndarray, init: np.ndarray, flip: np.ndarray | None, device: str,
             batch_size: int = 64, amp: bool = False) -> np.ndarray:
-    """Refined crop points (N, K, 2); with ``flip`` (the scheme's permutation), the mean of the
-    crop and its mirror image."""
+    """Refined crop points (N, K, 2) by the torch CNN (see :func:`flip_averaged`)."""
     import torch  # deferred: gapkit.refine is imported without torch
 
-    out = np.empty_like(init, dtype=float)
+    def step(x: np.ndarray, p: np.ndarray) -> np.ndarray:
+        return net(_tensor(x, device), torch.from_numpy(p.astype(np.float32)).to(device))[-1].cpu().numpy()
+
     with torch.inference_mode(), _autocast(device, amp):
-        for i in range(0, len(images), batch_size):
-            x, p = images[i:i + batch_size], init[i:i + batch_size]
-            r = net(_tensor(x, device), torch.from_numpy(p.astype(np.float32)).to(device))[-1].cpu().numpy()
-            if flip is not None:
-                mx, mp = mirror(x, p, flip)
-                q = net(_tensor(mx, device), torch.from_numpy(mp.astype(np.float32)).to(device))[-1].cpu().numpy()
-                _, q = mirror(mx, q, flip)
-                r = (r + q) / 2
-            out[i:i + batch_size] = r
-    return out
+        return flip_averaged(step, images, init, flip, batch_size)
 
 
 def state_arrays(net) -> dict[str, np.ndarray]:

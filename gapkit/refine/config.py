@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from gapkit.errors import Problem
@@ -53,3 +53,7 @@ class RefineReport:
     candidates: dict[str, float] = field(default_factory=dict)  # validation NME % of each method tried
     fit_s: float = 0.0
     problems: list[Problem] = field(default_factory=list)
+
+    def as_meta(self) -> dict:
+        """The report as a model file keeps it: every field, the problems only counted (``unreadable``)."""
+        return {k: v for k, v in asdict(self).items() if k != "problems"} | {"unreadable": len(self.problems)}

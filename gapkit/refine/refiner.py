@@ -74,8 +74,7 @@ class Refiner:
             ok[list(bad)] = False
             problems += bad.values()
             if ok.any():
-                pts = self.model.run(self.model.prepare(crops[ok]), to_frame(m[ok], part[ok]))
-                out[i:i + chunk][ok] = from_frame(m[ok], pts)
+                out[i:i + chunk][ok] = self._in_frame(crops[ok], m[ok], part[ok])
             refined[i:i + chunk] = ok
             if progress:
                 progress(len(part))
@@ -88,6 +87,10 @@ class Refiner:
         size = self.model.crop_size(self.cfg)
         m = frame_matrices(init, self.ref)
         crops = np.stack([warp(img, mi, size) for img, mi in zip(images, m, strict=True)])
+        return self._in_frame(crops, m, init)
+
+    def _in_frame(self, crops: np.ndarray, m: np.ndarray, init: np.ndarray) -> np.ndarray:
+        """Image points refined by the kind on crops cut by frame matrices ``m`` (N, 2, 3)."""
         return from_frame(m, self.model.run(self.model.prepare(crops), to_frame(m, init)))
 
     def arrays(self) -> dict[str, np.ndarray]:

@@ -95,8 +95,7 @@ def trained_detector(net, cfg, sources, strategy: str = "real_only", calibration
 def _refine_meta(refiner: Refiner | None, report: RefineReport | None) -> dict | None:
     if report is None:
         return None
-    rep = {k: v for k, v in asdict(report).items() if k != "problems"} | {"unreadable": len(report.problems)}
-    return rep | (refiner.describe() if refiner is not None else {})
+    return report.as_meta() | (refiner.describe() if refiner is not None else {})
 
 
 def check_scheme(meta: ModelMeta, path: Path, scheme: str | None) -> None:

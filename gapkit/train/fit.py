@@ -59,14 +59,18 @@ def calibrate_boxes(records: Sequence[FaceRecord], log: Log,
     return cal, det.name
 
 
+def _steps(progress: Progress | None) -> Callable[[int, int, float], None] | None:
+    """The trainer's (step, steps, loss) reports as (done, total) to ``progress``."""
+    return (lambda s, n, loss: progress(s, n)) if progress else None
+
+
 def second_stage(sources: Sequence[Source], cfg: TrainConfig, init: dict | None = None, log: Log = lambda s: None,
                  progress: Progress | None = None) -> tuple[Refiner | None, RefineReport | None]:
     """The second stage ``cfg.refine`` asks for (:func:`gapkit.train.two_stage.fit_second_stage`),
     said in ``log``; (None, None) for a one-stage model."""
     if cfg.refine is None:
         return None, None
-    step = (lambda s, n, loss: progress(s, n)) if progress else None
-    refiner, rep = fit_second_stage(sources, cfg, init, log, progress, step)
+    refiner, rep = fit_second_stage(sources, cfg, init, log, progress, _steps(progress))
     verdict = f"kept ({rep.method})" if rep.used else "not kept: it did not beat stage 1"
     log(f"second stage {verdict}: NME {rep.shape_nme_pct:.2f}% stage 1 vs {rep.refined_nme_pct:.2f}% refined "
         f"({rep.how} of {rep.n_pairs} faces, out-of-fold stage-1 points; {rep.fit_s:.0f} s)")
@@ -101,8 +105,7 @@ def fit_detector(sources: Sequence[DataSource], out: str | Path, cfg: TrainConfi
     ckpt = out.with_name(out.name + ".ckpt")
     if ckpt.is_file():
         log(f"resuming from {ckpt}")
-    step = (lambda s, n, loss: progress(s, n)) if progress else None
-    model = train(src, cfg, checkpoint=ckpt, tag=tag, progress=step)
+    model = train(src, cfg, checkpoint=ckpt, tag=tag, progress=_steps(progress))
     refiner, rep = second_stage(src, cfg, log=log, progress=progress)
     det = trained_detector(model, cfg, src, "real_only", cal, det_name, refiner, rep)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one rank writes

@@ -20,8 +20,7 @@ import numpy as np
 from gapkit.errors import InputError, ModelError
 from gapkit.files import atomic_open, check_output
 from gapkit.refine import RefineConfig, Refiner
-from gapkit.refine.cnn import CnnRefiner
-from gapkit.refine.frame import mirror
+from gapkit.refine.cnn import CnnRefiner, flip_averaged
 from gapkit.schemes import get_scheme
 from gapkit.train.detector import Detector, ModelMeta, check_scheme, to_input, two_stage
 
@@ -62,18 +61,8 @@ class OnnxCnnRefiner(CnnRefiner):
     def _run(self, crops: np.ndarray, pts: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"crops": to_input(crops), "init": pts.astype(np.float32)})[0]
 
-    def run(self, crops: np.ndarray, pts: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        flip = self.test_flip()
-        out = np.empty(pts.shape)
-        for i in range(0, len(crops), batch_size):
-            x, p = crops[i:i + batch_size], pts[i:i + batch_size]
-            r = self._run(x, p)
-            if flip is not None:
-                mx, mp = mirror(x, p, flip)
-                _, q = mirror(mx, self._run(mx, mp), flip)
-                r = (r + q) / 2
-            out[i:i + batch_size] = r
-        return out
+    def run(self, crops: np.ndarray, pts: np.ndarray) -> np.ndarray:
+        return flip_averaged(self._run, crops, pts, self.test_flip())
 
 
 class OnnxDetector:

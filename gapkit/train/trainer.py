@@ -173,8 +173,7 @@ def train(sources: Sequence[Source], cfg: TrainConfig, init: dict | None = None,
         return float(min(1.0, (s + 1) / max(cfg.warmup, 1)) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-    use_amp = cfg.amp and device.startswith("cuda")
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=_amp(cfg, device))
     state = {"model": model, "opt": opt, "sched": sched}
     start = _resume(checkpoint, tag, state, device) if checkpoint is not None and checkpoint.is_file() else 0
     net = model
@@ -182,7 +181,7 @@ def train(sources: Sequence[Source], cfg: TrainConfig, init: dict | None = None,
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.startswith("cuda") else None)
     net.train()
     for step, (imgs, pts) in enumerate(_batch_stream(sources, cfg, start, rank, world, device), start=start):
-        loss = _loss(net, imgs, pts, cfg, scheme, device, use_amp)
+        loss = batch_loss(net, imgs, pts, cfg, scheme, device)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
@@ -257,15 +256,14 @@ def _memory_format(cfg: TrainConfig):
     return torch.channels_last if cfg.channels_last else torch.contiguous_format
 
 
+def _amp(cfg: TrainConfig, device: str) -> bool:
+    return cfg.amp and device.startswith("cuda")  # float16 autocast and its grad scaler: CUDA only
+
+
 def batch_loss(net, imgs, pts, cfg: TrainConfig, scheme, device: str):
-    """The training loss of one batch exactly as :func:`train` computes it (for measurements):
-    ``imgs`` (B, S, S, 3) uint8 or, with ``cfg.loader_workers``, a (B, 3, S, S) tensor."""
-    return _loss(net, imgs, pts, cfg, scheme, device, cfg.amp and device.startswith("cuda"))
-
-
-def _loss(net, imgs, pts, cfg: TrainConfig, scheme, device: str, use_amp: bool):
-    """One batch's loss: the points' error over the inter-ocular distance (missing points left
-    out), plus the heatmap term."""
+    """One batch's loss, as :func:`train` computes it: the points' error over the inter-ocular
+    distance (missing points left out), plus the heatmap term. ``imgs`` (B, S, S, 3) uint8 or,
+    with ``cfg.loader_workers``, a (B, 3, S, S) tensor."""
     import torch  # deferred: `import gapkit.train` stays torch-free
 
     x = imgs if cfg.loader_workers else to_tensor_batch(imgs)
@@ -274,7 +272,7 @@ def _loss(net, imgs, pts, cfg: TrainConfig, scheme, device: str, use_amp: bool):
     y = torch.from_numpy(np.nan_to_num(pts)).float().to(device)
     mask = torch.from_numpy(~np.isnan(pts).any(-1)).float().to(device)
     iod = torch.from_numpy(_iod_pixels(pts, scheme)).float().to(device)
-    with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+    with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=_amp(cfg, device)):
         pred, prob, centres = net(x, with_heatmaps=True)
     err = torch.linalg.vector_norm(pred.float() - y, dim=-1) * mask
     loss = (err.sum(1) / mask.sum(1).clamp(min=1) / iod).mean()
