@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import AfterValidator, Field, PositiveInt
 
 from gapkit.augment import Augment, to_tensor_batch
-from gapkit.devices import resolve_device
+from gapkit.devices import bf16_native, resolve_device
 from gapkit.errors import ConfigError, ModelError
 from gapkit.metrics import normaliser
 from gapkit.refine.config import RefineConfig
@@ -56,7 +56,9 @@ class TrainConfig(Settings):
     warmup: int = 20
     seed: int = 0
     device: str = "auto"
-    amp: bool = True           # on CUDA only
+    # mixed precision where the device computes it natively: float16 (with a grad scaler) on
+    # CUDA, bfloat16 on a CPU with AVX512-BF16 or AMX; elsewhere float32. Prediction stays float32.
+    amp: bool = True
     channels_last: bool = True  # the net and its input in NHWC memory (faster convolutions where supported)
     heatmap_loss: float = Field(0.5, ge=0)  # weight of the heatmap-shape term (see _heatmap_loss)
     flip_test: bool = True     # at prediction, average with the mirrored crop (see predict)
@@ -257,7 +259,17 @@ def _memory_format(cfg: TrainConfig):
 
 
 def _amp(cfg: TrainConfig, device: str) -> bool:
-    return cfg.amp and device.startswith("cuda")  # float16 autocast and its grad scaler: CUDA only
+    return cfg.amp and device.startswith("cuda")  # float16 and its grad scaler: CUDA only
+
+
+def _autocast(cfg: TrainConfig, device: str):
+    """The training forward pass's autocast: see ``TrainConfig.amp``."""
+    import torch  # deferred: `import gapkit.train` stays torch-free
+
+    if _amp(cfg, device):
+        return torch.autocast(device_type="cuda", dtype=torch.float16)
+    native = cfg.amp and device == "cpu" and bf16_native(device)
+    return torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=native)
 
 
 def batch_loss(net, imgs, pts, cfg: TrainConfig, scheme, device: str):
@@ -272,12 +284,12 @@ def batch_loss(net, imgs, pts, cfg: TrainConfig, scheme, device: str):
     y = torch.from_numpy(np.nan_to_num(pts)).float().to(device)
     mask = torch.from_numpy(~np.isnan(pts).any(-1)).float().to(device)
     iod = torch.from_numpy(_iod_pixels(pts, scheme)).float().to(device)
-    with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=_amp(cfg, device)):
+    with _autocast(cfg, device):
         pred, prob, centres = net(x, with_heatmaps=True)
     err = torch.linalg.vector_norm(pred.float() - y, dim=-1) * mask
     loss = (err.sum(1) / mask.sum(1).clamp(min=1) / iod).mean()
     if cfg.heatmap_loss:
-        loss = loss + cfg.heatmap_loss * _heatmap_loss(prob, centres, y, mask)
+        loss = loss + cfg.heatmap_loss * _heatmap_loss(prob.float(), centres, y, mask)
     return loss
 
 
@@ -299,8 +311,9 @@ def predict(model, crops: FaceCrops, batch_size: int = 128, device: str = "cpu",
     return crops.to_image(np.arange(len(crops)), out)
 
 
-def throughput(model, size: int, batch_size: int = 32, steps: int = 10, device: str = "cpu") -> float:
-    """Training steps per second on random data (for the benchmark script)."""
+def throughput(model, size: int, batch_size: int = 32, steps: int = 10, device: str = "cpu", amp: bool = False) -> float:
+    """Training steps per second on random data (for the benchmark scripts); ``amp`` as
+    ``TrainConfig.amp`` decides it for the device."""
     import torch  # deferred: `import gapkit.train` stays torch-free
 
     device = resolve_device(device)
@@ -313,7 +326,9 @@ def throughput(model, size: int, batch_size: int = 32, steps: int = 10, device: 
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             t = time.perf_counter()
-        loss = (model(x) - y).abs().mean()
+        with _autocast(TrainConfig(amp=amp), device):
+            pred = model(x)
+        loss = (pred.float() - y).abs().mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
