@@ -108,3 +108,19 @@ def test_cli_sim_preview_and_refusals(tmp_path):
     assert r.exit_code == 2 and "--overwrite" in r.output
     r = run(app, ["sim", str(tmp_path / "t"), "--label-gap", "1.5"])
     assert r.exit_code == 2 and "label-gap" in r.output
+
+
+def test_human_semantics_pairs_each_face_with_its_own_human_labels(tmp_path):
+    from gapkit.errors import ConfigError
+    from gapkit.faceset import FaceSet
+    from gapkit.sim import human_semantics
+
+    syn, _ = load(generate(tmp_path / "syn", SimConfig(domain="synthetic", n=3)))
+    real, _ = load(generate(tmp_path / "real", SimConfig(domain="real", n=2)))
+    human = human_semantics(syn)
+    assert human.scheme == "ibug68" and human.ids == syn.ids
+    np.testing.assert_allclose(human.points, [sample(i, SimConfig(domain="synthetic", n=3)).human68 for i in range(3)])
+    assert human_semantics(real).points.tolist() == real.points.tolist()  # already human: kept as they are
+    bare = FaceSet([syn[0].model_copy(update={"attributes": {}})])
+    with pytest.raises(ConfigError, match=f"{syn[0].id}: no attributes.human68"):
+        human_semantics(bare)

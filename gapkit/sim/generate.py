@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from pydantic import ConfigDict, model_validator
 
-from gapkit.errors import GapkitError, Problem
+from gapkit.errors import ConfigError, GapkitError, Problem
 from gapkit.face3d import (
     EXPRESSION_MODES,
     IDENTITY_MODES,
@@ -35,6 +35,7 @@ from gapkit.face3d import (
     project,
     visibility,
 )
+from gapkit.faceset import FaceSet
 from gapkit.files import atomic_open, check_output, current_umask
 from gapkit.formats import get_format
 from gapkit.formats.manifest import write_manifest
@@ -146,6 +147,22 @@ def _write_one(i: int, cfg: SimConfig, folder: Path) -> FaceRecord:
         if isinstance(out, Problem):
             raise GapkitError(f"simulated sample {i}: {out}")
     return rec
+
+
+def human_semantics(faces: FaceSet) -> FaceSet:
+    """Simulated faces with human (300-W, ``ibug68``) labels: a synthetic face's own
+    ``attributes.human68``, a real one as it is. The pairs an adapter learns the label gap from."""
+    out = []
+    for r in faces:
+        if r.scheme == "ibug68":
+            out.append(r)
+            continue
+        if "human68" not in r.attributes:
+            raise ConfigError(f"{r.id}: no attributes.human68; only gapkit's simulated faces carry both "
+                              "labellings, in the simulator's manifest.jsonl (not its format files)")
+        out.append(r.model_copy(update={"scheme": "ibug68", "points": np.asarray(r.attributes["human68"], float),
+                                        "visible": None}))
+    return FaceSet(out, "ibug68")
 
 
 def _write_chunk(args: tuple[list[int], SimConfig, str]) -> list[FaceRecord]:
