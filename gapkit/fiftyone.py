@@ -208,6 +208,9 @@ class ManifestDatasetImporter(foud.GenericSampleDatasetImporter):
                               f"(fields: {', '.join(f'{k} ({v})' for k, v in self.schemes.items())})")
         if field == GROUND_TRUTH:
             ids, pts = [r.id for r in records], np.stack(gt)
+        elif field.startswith("native_"):  # ground truth was mapped to another scheme: read the records' own points
+            native = [r for r in records if r.scheme == src]
+            ids, pts = [r.id for r in native], np.stack([r.points for r in native])
         else:
             ids = list(fields[field])
             pts = np.stack([fields[field][i][0] for i in ids])
@@ -346,7 +349,8 @@ def build_dataset(manifests: Sequence[str | Path | DataSource] | str | Path | Da
 
 # Ground truth green, predictions in warm colours, adapted labels blue: told apart at a glance.
 FIELD_COLOURS = {GROUND_TRUTH: "#00c853", "adapted": "#2979ff"}
-PREDICTION_COLOURS = ("#ff1744", "#ff9100", "#d500f9", "#ffea00")
+NATIVE_COLOUR = "#d500f9"  # a set's own labels, when ground truth shows them mapped to another scheme
+PREDICTION_COLOURS = ("#ff1744", "#ff9100", "#ffea00", "#00e5ff")
 
 
 def set_colours(ds: fo.Dataset) -> dict[str, str]:
@@ -354,7 +358,7 @@ def set_colours(ds: fo.Dataset) -> dict[str, str]:
     schema = ds.get_field_schema()
     kps = [f for f in schema if isinstance(schema[f], fo.EmbeddedDocumentField) and schema[f].document_type is fo.Keypoints]
     others = iter(PREDICTION_COLOURS * len(kps))
-    colours = {f: FIELD_COLOURS.get(f) or next(others) for f in kps}
+    colours = {f: FIELD_COLOURS.get(f) or (NATIVE_COLOUR if f.startswith("native_") else next(others)) for f in kps}
     ds.app_config.color_scheme = fo.ColorScheme(color_by="field",
                                                 fields=[{"path": f, "fieldColor": c} for f, c in colours.items()])
     ds.save()

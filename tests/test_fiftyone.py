@@ -210,6 +210,17 @@ def test_adapter_adds_an_adapted_field_and_the_label_gap_view(fo_env, tmp_path):
     assert ds.skeletons["ground_truth"].labels == get_scheme("facesynthetics70").points
     assert all(d == "synthetic" for d in ds.values("domain"))
     ds.delete()
+    # ground truth shown in 68 points: the adapter reads the records' own 70 (the native field)
+    ds, _ = gfo.build_dataset([manifest], "gapkit-test-adapt68", adapter=tmp_path / "a.gka", scheme="ibug68",
+                              embeddings=None)
+    assert ds.skeletons["ground_truth"].labels == IBUG.points and len(ds.exists("adapted")) == 60
+    first = ds.first()
+    want = adapter.predict(recs[0].points[None])[0] / [first.metadata.width, first.metadata.height]
+    assert np.allclose(first.adapted.keypoints[0].points, want, atol=1e-6)
+    colours = {f["path"]: f["fieldColor"] for f in ds.app_config.color_scheme.fields}
+    assert colours == {"ground_truth": gfo.FIELD_COLOURS["ground_truth"], "adapted": gfo.FIELD_COLOURS["adapted"],
+                       "native_facesynthetics70": gfo.NATIVE_COLOUR}
+    ds.delete()
 
 
 @pytest.mark.realdata
