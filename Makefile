@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export FIFTYONE_DO_NOT_TRACK := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test lint bench detector-vs-ert refine-bench clean
+.PHONY: setup demo test lint docs bench detector-vs-ert refine-bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ lint: setup
 
 test: lint
 	$(PY) -m pytest -q
+
+# The documentation site (docs/, mkdocs.yml) into build/site; --strict: a broken link, anchor or
+# reference fails the build. `.venv/bin/mkdocs serve` serves it while you write.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(VENV)/bin/mkdocs build --strict
 
 bench: setup
 	$(PY) benchmarks/convert_bench.py
