@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from gapkit.adapt import FitConfig, LabelAdapter, pair_records
-from gapkit.bench import BenchConfig, CellResult, collect, default_config, override, run
+from gapkit.bench import BenchConfig, CellResult, collect, default_config, override, run, run_folder
 from gapkit.faceset import DataSource, FaceSet, map_record
 from gapkit.faceset import load as load_records
 from gapkit.gap.measure import GapOptions
@@ -39,6 +39,7 @@ __all__ = ["apply_adapter", "benchmark", "export", "fit_adapter", "gap_report", 
 def simulate(out: PathLike, n: int = 100, domain: Literal["real", "synthetic"] = "real", *, seed: int = 0,
              size: int = 128, label_gap: float = 1.0, visual_gap: float = 1.0, overwrite: bool = False) -> Path:
     """Write ``n`` faces of the built-in simulator into the folder ``out``; returns its manifest.
+    (Here ``domain`` defaults to ``real`` and ``n`` to 100; ``gapkit sim``'s to synthetic and 2,000.)
 
     ``real`` faces are 300-W-like photographs labelled in ``ibug68`` (human semantics);
     ``synthetic`` ones are clean renders labelled with projected 3-D points (``facesynthetics70``).
@@ -168,11 +169,10 @@ def benchmark(config: PathLike | BenchConfig | None = None, out: PathLike = "run
         True
     """
     if config is None:
-        folder = Path(out) / (name or ("default-sim-quick" if quick else "default-sim"))
         cfg = default_config(Path(out) / "default-sim-data" / ("quick" if quick else "full"), quick=quick)
     else:
         cfg = override(config if isinstance(config, BenchConfig) else BenchConfig.from_toml(config), quick=quick)
-        folder = Path(out) / (name or cfg.name)
+    folder, _ = run_folder(Path(out), name, cfg.name, quick, fresh=False)  # the CLI's folder: NAME, or NAME-quick
     run(cfg, folder, smoke=quick)
     return collect(folder)
 
