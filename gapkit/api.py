@@ -9,6 +9,7 @@ examples in the docstrings run in the test suite. Points are (N, K, 2) arrays in
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -256,11 +257,11 @@ def predict_faces(model: Detector | OnnxDetector | PathLike, data: PathLike, out
 def _as_written(manifest: Path) -> FaceSet:
     """The records a command of gapkit wrote, read back as they are: without the readers' shape
     checks, which refuse a poor model's points that look mirrored (every prediction is kept)."""
-    base = manifest.resolve().parent
+    base = os.path.abspath(manifest.parent)  # as the manifest reader resolves images: symlinks kept
     records = []
     for line in manifest.read_text(encoding="utf-8").splitlines():
         fields = json.loads(line)
-        fields["image"] = str(base / fields["image"])  # stored relative to the manifest
+        fields["image"] = os.path.normpath(os.path.join(base, fields["image"]))  # stored relative to the manifest
         records.append(FaceRecord(**fields))
     return FaceSet(records)
 

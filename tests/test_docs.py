@@ -71,7 +71,7 @@ def test_code_digest_follows_the_code_not_its_comments(tmp_path):
     assert results._code(a) == results._code(b) != results._code(c)
 
 
-def test_a_changed_table_is_caught(tmp_path):
+def test_a_changed_table_is_caught():
     page = "<!-- results: detector-vs-ert.json ert -->\n| stale |\n<!-- /results -->\n"
     (file, table, text), = results.blocks(page)
     assert text != results.render(file, table) + "\n"
@@ -90,7 +90,8 @@ def _runnable(page: Path) -> list[tuple[str | None, str, str]]:
 GUIDES = [p for p in sorted((ROOT / "docs").rglob("*.md")) if _runnable(p)]
 
 
-def _tier_ok(tier: str | None) -> str | None:
+def _missing_tier(tier: str | None) -> str | None:
+    """Why a block of this tier cannot run here, or None when it can."""
     if tier == "shared" and not SHARED.is_dir():
         return "needs ../shared/data"
     if tier == "ray" and importlib.util.find_spec("ray") is None:
@@ -116,7 +117,7 @@ def test_guide_blocks_run(page, tmp_path):
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", FIFTYONE_DO_NOT_TRACK="true")
     ran = 0
     for tier, lang, code in _runnable(page):
-        if _tier_ok(tier):
+        if _missing_tier(tier):
             continue
         cmd = ["bash", "-euo", "pipefail", "-c", code] if lang == "bash" else [sys.executable, "-c", code]
         p = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=600)

@@ -67,15 +67,15 @@ def scheme_pages() -> dict[str, str | bytes]:
         s = get_scheme(name)
         index.append(f"| [`{name}`]({name}.md) | {s.num_points} | {s.contour_semantics} | "
                      f"{s.default_normaliser} | {_md(s.description)} |")
-        shape = template(name)
-        if shape is not None:
-            out[f"reference/schemes/{name}.png"] = scheme_figure(name, shape)
-        out[f"reference/schemes/{name}.md"] = scheme_page(name, shape is not None)
+        found = template(name)
+        if found is not None:
+            out[f"reference/schemes/{name}.png"] = scheme_figure(name, found[0])
+        out[f"reference/schemes/{name}.md"] = scheme_page(name, found[1] if found else None)
     out["reference/schemes/index.md"] = "\n".join(index) + "\n"
     return out
 
 
-def scheme_page(name: str, has_picture: bool) -> str:
+def scheme_page(name: str, picture_source: str | None) -> str:
     from gapkit.schemes import get_scheme
 
     s = get_scheme(name)
@@ -83,9 +83,9 @@ def scheme_page(name: str, has_picture: bool) -> str:
     lines = [f"# {name}", "", _md(s.description), "",
              f"{s.num_points} points; contour semantics `{s.contour_semantics}`"
              + (f"; outline groups {', '.join(f'`{g}`' for g in s.outline)}" if s.outline else "") + ".", ""]
-    if has_picture:
+    if picture_source:
         lines += [f"![{name} template shape with point indices]({name}.png)", "",
-                  "*A template shape (" + TEMPLATE_SOURCE.get(name, "") + "), 0-based indices.*", ""]
+                  f"*A template shape ({picture_source}), 0-based indices.*", ""]
     else:
         lines += ["gapkit holds no template shape for this scheme (its points come only from data), "
                   "so there is no picture.", ""]
@@ -103,43 +103,39 @@ def scheme_page(name: str, has_picture: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-TEMPLATE_SOURCE = {
-    "ibug68": "the mean of 200 frontal faces of gapkit's simulator, human semantics",
-    "facesynthetics70": "the mean of 200 frontal faces of gapkit's simulator, projected 3-D semantics",
-    "wflw98": "built from the ibug68 template as the test fixtures build WFLW shapes",
-}
+SIMULATED = {"ibug68": ("human68", "human semantics"), "facesynthetics70": ("projected70", "projected 3-D semantics")}
 
 
 @cache
-def template(name: str) -> np.ndarray | None:
-    """A template shape (K, 2) for the picture: the simulator's frontal mean for ibug68 and
-    facesynthetics70, the fixtures' WFLW builder, or a mapping (or an index mapping's inverse)
-    from one of those. None where gapkit has nothing to build one from."""
+def template(name: str) -> tuple[np.ndarray, str] | None:
+    """A template shape (K, 2) for the picture and where it comes from: the simulator's frontal
+    mean for ibug68 and facesynthetics70, the fixtures' WFLW builder, or a mapping (or an index
+    mapping's inverse) from one of those. None where gapkit has nothing to build one from."""
+    from gapkit.errors import NoMappingError
     from gapkit.schemes import find_mapper, get_scheme, mappings
     from gapkit.sim import SimConfig, sample
 
-    if name in ("ibug68", "facesynthetics70"):
+    if name in SIMULATED:
+        key, meaning = SIMULATED[name]
         cfg = SimConfig(domain="synthetic", max_yaw=0, max_pitch=0, max_roll=0)
-        key = "human68" if name == "ibug68" else "projected70"
-        return np.mean([getattr(sample(i, cfg), key) for i in range(200)], axis=0)
+        shape = np.mean([getattr(sample(i, cfg), key) for i in range(200)], axis=0)
+        return shape, f"the mean of 200 frontal faces of gapkit's simulator, {meaning}"
     if name == "wflw98":
         from fixtures.make_fixtures import wflw98
 
-        return wflw98(template("ibug68"))
+        return wflw98(template("ibug68")[0]), "built from the ibug68 template as the test fixtures build WFLW shapes"
     for base in ("ibug68", "facesynthetics70", "wflw98"):
         try:
             mapper = find_mapper(base, name)
-        except Exception:  # noqa: BLE001 - no chain from this base: try the next
+        except NoMappingError:  # no chain from this base: try the next
             continue
-        TEMPLATE_SOURCE[name] = f"the {base} template through the mapping"
-        return mapper(template(base))
-    for m in mappings().values():  # an index mapping onto a template scheme, inverted
-        if m.source == name and m.status == "index" and m.target in ("ibug68",) and \
-                len(set(m.entries)) == len(m.entries) == get_scheme(name).num_points:
-            TEMPLATE_SOURCE[name] = f"the {m.target} template through the inverse of {m.name}"
-            inv = np.full((get_scheme(name).num_points, 2), np.nan)
-            inv[list(m.entries)] = template(m.target)
-            return inv
+        return mapper(template(base)[0]), f"the {base} template through the mapping"
+    k = get_scheme(name).num_points
+    for m in mappings().values():  # a one-to-one index mapping onto ibug68, inverted
+        if m.source == name and m.target == "ibug68" and m.status == "index" and len(set(m.entries)) == k:
+            inv = np.full((k, 2), np.nan)
+            inv[list(m.entries)] = template("ibug68")[0]
+            return inv, f"the ibug68 template through the inverse of {m.name}"
     return None
 
 
@@ -278,9 +274,8 @@ def config_page() -> str:
     for module, name, what in CONFIG_MODELS:
         cls = getattr(importlib.import_module(module), name)
         lines += [f"## {name}", "", f"`{module}.{name}`: {what}.", ""]
-        doc = inspect.getdoc(cls)
-        if doc and cls.__doc__:
-            lines += [_md_block(doc), ""]
+        if cls.__doc__:  # its own, not one inherited from Settings
+            lines += [_md_block(inspect.cleandoc(cls.__doc__)), ""]
         lines += ["| field | type | default | meaning |", "|---|---|---|---|"]
         notes = field_comments(cls)
         for field, info in cls.model_fields.items():

@@ -45,7 +45,7 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
-def _imports(path: Path, package: str) -> set[str]:
+def _imports(path: Path) -> set[str]:
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
@@ -68,7 +68,7 @@ def dependencies(roots: tuple[str, ...] = DEFAULT_RUN_ROOTS) -> list[Path]:
         seen.add(name)
         parts = name.split(".")
         todo += [".".join(parts[:i]) for i in range(2, len(parts))]  # parent packages run first
-        todo += sorted(_imports(_module_file(name), name) - seen)
+        todo += sorted(_imports(_module_file(name)) - seen)
     files = {_module_file(n) for n in seen} - {ROOT / "gapkit" / "version.py"}
     return sorted(files) + sorted((ROOT / "schemas").rglob("*.json"))
 
