@@ -3,13 +3,13 @@ pool (never on the test set).
 
 ``--val`` faces of the benchmark config's real pool (drawn by ``--seed``) are held out; stage 1
 is trained once on the rest (the config's ``[train]`` with ``--steps``); each candidate second
-stage (``--candidate "fold_share=0.4,steps=1500"``, repeatable) is then fitted on the same
-faces and scored on the held-out ones. Prints NME(inter_ocular) with 95% intervals, each
-candidate's paired difference against the first, and its fit seconds (stage 1's beside), so a
-setting can be picked that fits the time budget.
+stage (``--candidate "starts=own,steps=2400"``, repeatable; keys as ``gapkit train --refine``)
+is then fitted on the same faces and scored on the held-out ones. Prints NME(inter_ocular)
+with 95% intervals, each candidate's paired difference against the first, and its fit
+seconds (stage 1's beside), so a setting can be picked that fits the time budget.
 
-    python benchmarks/two_stage_settings.py --candidate fold_share=0.4,steps=1500 \\
-        --candidate fold_share=0.25,steps=1800
+    python benchmarks/two_stage_settings.py --candidate starts=out_of_fold,fold_share=0.4,steps=1500,jitter=0.8 \\
+        --candidate starts=own,steps=2400
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def main() -> None:
     for c in a.candidate:
         two = two_stage_settings(_options(c))
         t = time.perf_counter()
-        refiner, rep = fit_second_stage([Source(crops)], cfg.model_copy(update={"refine": two}))
+        refiner, rep = fit_second_stage([Source(crops)], cfg.model_copy(update={"refine": two}), model)
         fit_s = time.perf_counter() - t
         pred = refiner([r.image for r in val], stage1)[0] if refiner is not None else stage1
         err = nme(pred, gt, scheme, "inter_ocular")

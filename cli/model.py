@@ -47,10 +47,12 @@ def train(
                                                            "calibrates (e.g. opencv-haar, dlib-hog:1) [default: "
                                                            "the config's with --config, else dlib-hog:0]")] = None,
     two_stage: Annotated[bool, typer.Option(
-        "--two-stage", help="add a second stage that refines stage 1's points on the image, trained on "
-                            "out-of-fold stage-1 predictions (kept only where it beats stage 1 on held-out faces)")] = False,
+        "--two-stage", help="add a second stage that refines stage 1's points on the image, trained to move "
+                            "stage 1's predictions of the training faces to their labels (kept only where "
+                            "it beats stage 1 on held-out faces)")] = False,
     refine: Annotated[list[str] | None, typer.Option(
-        "--refine", help="with --two-stage: KEY=VALUE, a setting of the folds (folds, fold_share) or of the "
+        "--refine", help="with --two-stage: KEY=VALUE, where its starts come from (starts=auto|own|out_of_fold, "
+                         "own_from, folds, fold_share) or a setting of the "
                          "refiner (gapkit.refine.RefineConfig: method, steps, size...); repeatable")] = None,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,

@@ -1,5 +1,5 @@
-"""The two-stage detector: out-of-fold first-stage points (no fold model sees the faces it
-predicts), the second stage kept only where it helps, the .gkm carrying both stages, predict
+"""The two-stage detector: its training starts (stage 1's own points, or out-of-fold ones that
+no fold model saw), the second stage kept only where it helps, the .gkm carrying both stages, predict
 running both, ONNX as two graphs that agree with torch, and the CLI's settings."""
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from gapkit.formats.manifest import read_manifest
 from gapkit.predict import predict_to_manifest
 from gapkit.refine import RefineConfig
 from gapkit.sim import SimConfig, generate
-from gapkit.train import FaceCrops, Source
+from gapkit.train import FaceCrops, Source, predict, train
 from gapkit.train.detector import Detector
 from gapkit.train.fit import detector_config, fit_detector, two_stage_settings
 from gapkit.train.onnx import OnnxDetector, export_onnx, refine_graph
 from gapkit.train.trainer import TwoStage
-from gapkit.train.two_stage import _folds, out_of_fold
+from gapkit.train.two_stage import _folds, out_of_fold, starts_kind, training_starts
 
 TINY = dict(steps=30, batch_size=8, size=32, width=8)
 # a tiny CNN refiner; small_data=0: one 10% held-out check decides whether it is kept
@@ -60,14 +60,7 @@ def test_folds_partition_each_source_and_refuse_too_few_faces():
 def test_out_of_fold_points_come_from_models_that_never_saw_the_face(sim, monkeypatch):
     recs = [r for r in read_manifest(sim / "real/manifest.jsonl") if not hasattr(r, "reason")]
     crops = FaceCrops(recs, 32)
-    seen: list[set[str]] = []
-    real_train = two_stage_module.train
-
-    def spy(sources, cfg, **kw):  # the real trainer, recording which faces each fold model saw
-        seen.append({i for s in sources for i in s.crops.ids})
-        return real_train(sources, cfg, **kw)
-
-    monkeypatch.setattr(two_stage_module, "train", spy)
+    seen = _spy_train(monkeypatch)
     cfg = detector_config(**TINY, refine=TwoStage(folds=2, refiner=REFINER))
     (oof,) = out_of_fold([Source(crops)], cfg)
     assert len(seen) == 2
@@ -126,8 +119,47 @@ def test_export_refuses_to_overwrite_either_graph(sim, model, tmp_path):
 
 
 def test_two_stage_settings_split_fold_and_refiner_keys():
-    s = two_stage_settings({"folds": 3, "method": "cascade", "steps": 10})
-    assert s.folds == 3 and s.refiner.method == "cascade" and s.refiner.steps == 10
+    s = two_stage_settings({"folds": 3, "starts": "out_of_fold", "method": "cascade", "steps": 10})
+    assert s.folds == 3 and s.starts == "out_of_fold" and s.refiner.method == "cascade" and s.refiner.steps == 10
+    # the second stage's own refiner defaults apply beneath the options, as in TwoStage()
+    assert two_stage_settings({}).refiner == TwoStage().refiner and TwoStage().refiner.jitter == 1.5
+    assert two_stage_settings({"jitter": 0.5}).refiner.jitter == 0.5
+
+
+def _spy_train(monkeypatch) -> list[set[str]]:
+    """The faces each model trained inside gapkit.train.two_stage saw (the real trainer runs)."""
+    seen: list[set[str]] = []
+    real_train = two_stage_module.train
+
+    def spy(sources, cfg, **kw):
+        seen.append({i for s in sources for i in s.crops.ids})
+        return real_train(sources, cfg, **kw)
+
+    monkeypatch.setattr(two_stage_module, "train", spy)
+    return seen
+
+
+@pytest.mark.parametrize("starts, n, kind", [
+    ("auto", 999, "out_of_fold"), ("auto", 1000, "own"), ("own", 10, "own"), ("out_of_fold", 5000, "out_of_fold"),
+])
+def test_auto_starts_from_own_points_on_many_faces_only(starts, n, kind):
+    assert starts_kind(TwoStage(starts=starts), n) == kind
+
+
+@pytest.mark.parametrize("starts, models", [("own", 0), ("out_of_fold", 2)])
+def test_training_starts_are_stage_1s_own_points_or_out_of_fold_ones(sim, monkeypatch, starts, models):
+    recs = [r for r in read_manifest(sim / "real/manifest.jsonl") if not hasattr(r, "reason")]
+    crops = FaceCrops(recs, 32)
+    cfg = detector_config(**TINY, refine=TwoStage(starts=starts, folds=2, refiner=REFINER))
+    stage1 = train([Source(crops)], cfg)
+    seen = _spy_train(monkeypatch)
+    pts = training_starts([Source(crops)], cfg, stage1)
+    assert len(seen) == models and pts.shape == (len(crops), 68, 2) and np.isfinite(pts).all()
+    own = predict(stage1, crops, flip=cfg.flip_test)
+    assert np.allclose(pts, own) == (starts == "own")  # fold models predict otherwise than stage 1
+    if starts == "own":
+        with pytest.raises(ConfigError, match="needs the trained stage 1"):
+            training_starts([Source(crops)], cfg)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -146,7 +178,9 @@ def test_cli_train_two_stage_writes_a_model_that_says_so(sim, tmp_path):
                                    "--steps", "20", "--size", "32", "--two-stage", "--refine", "method=cnn",
                                    "--refine", "steps=20", "--refine", "size=48", "--refine", "small_data=0"])
     assert res.exit_code == 0, res.output
-    assert "second stage" in res.output and "out-of-fold" in res.output
+    said = " ".join(res.output.split())  # the console wraps long lines
+    # 40 faces: below own_from, so "auto" starts from out-of-fold points
+    assert "second stage" in said and "from out-of-fold stage-1 points" in said
     meta = Detector.load(tmp_path / "t.gkm").meta
     assert meta.train["refine"]["refiner"]["steps"] == 20 and "used" in meta.refine
     json.dumps(meta.refine)  # the report is plain JSON

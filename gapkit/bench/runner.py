@@ -158,7 +158,7 @@ class Runner:
         """Train the model ``key`` (or reload it when a previous cell or run saved it). Models are
         saved as model files (:mod:`gapkit.train.detector`) recording ``strategy``, so `gapkit
         predict` runs any of them. With ``[train.refine]`` each has its second stage, trained on
-        out-of-fold stage-1 points of the same sources."""
+        the same sources from stage-1 points (:mod:`gapkit.train.two_stage`)."""
         t = self.cfg.train
         path = self.out / "models" / f"{key}.gkm"
         if path.is_file():
@@ -169,7 +169,7 @@ class Runner:
         ckpt = self.out / "models" / f"{key}.ckpt"
         step = (lambda s, n, loss: self.progress(key, s, n)) if self.progress else None
         model = train(sources, tc, init=init, checkpoint=ckpt, progress=step)
-        refiner, rep = second_stage(sources, tc, init, log=lambda m: None, progress=None) if tc.refine else (None, None)
+        refiner, rep = second_stage(sources, tc, model, init, log=lambda m: None, progress=None) if tc.refine else (None, None)
         det = data.detected
         out = trained_detector(model, tc, sources, strategy, det.calibration if det else None,
                                det.detector if det else None, refiner, rep)

@@ -19,8 +19,8 @@ from gapkit.records import FaceRecord
 from gapkit.refine import RefineConfig, Refiner, RefineReport
 from gapkit.train.data import FaceCrops, Source
 from gapkit.train.detector import Detector, trained_detector
-from gapkit.train.trainer import TrainConfig, TwoStage, train
-from gapkit.train.two_stage import fit_second_stage
+from gapkit.train.trainer import SECOND_STAGE_REFINER, TrainConfig, TwoStage, train
+from gapkit.train.two_stage import fit_second_stage, starts_kind
 
 Log = Callable[[str], None]
 Progress = Callable[[int, int], None]
@@ -38,11 +38,12 @@ def detector_config(**changes: object) -> TrainConfig:
 
 
 def two_stage_settings(options: dict) -> TwoStage:
-    """The second stage's settings from flat KEY=VALUE options: ``folds`` and ``fold_share`` of
-    :class:`TwoStage`, any other key a :class:`gapkit.refine.RefineConfig` setting of its refiner."""
-    own = {k: options[k] for k in ("folds", "fold_share") if k in options}
+    """The second stage's settings from flat KEY=VALUE options: ``starts``, ``own_from``,
+    ``folds`` and ``fold_share`` of :class:`TwoStage`, any other key a :class:`gapkit.refine.RefineConfig`
+    setting of its refiner (the rest as :data:`SECOND_STAGE_REFINER` and RefineConfig say)."""
+    own = {k: options[k] for k in ("starts", "own_from", "folds", "fold_share") if k in options}
     refiner = {k: v for k, v in options.items() if k not in own}
-    return TwoStage(**own, refiner=RefineConfig(**refiner))
+    return TwoStage(**own, refiner=RefineConfig(**(SECOND_STAGE_REFINER | refiner)))
 
 
 def calibrate_boxes(records: Sequence[FaceRecord], log: Log,
@@ -64,16 +65,19 @@ def _steps(progress: Progress | None) -> Callable[[int, int, float], None] | Non
     return (lambda s, n, loss: progress(s, n)) if progress else None
 
 
-def second_stage(sources: Sequence[Source], cfg: TrainConfig, init: dict | None = None, log: Log = lambda s: None,
-                 progress: Progress | None = None) -> tuple[Refiner | None, RefineReport | None]:
-    """The second stage ``cfg.refine`` asks for (:func:`gapkit.train.two_stage.fit_second_stage`),
-    said in ``log``; (None, None) for a one-stage model."""
+def second_stage(sources: Sequence[Source], cfg: TrainConfig, stage1, init: dict | None = None,
+                 log: Log = lambda s: None, progress: Progress | None = None
+                 ) -> tuple[Refiner | None, RefineReport | None]:
+    """The second stage ``cfg.refine`` asks for after the trained net ``stage1``
+    (:func:`gapkit.train.two_stage.fit_second_stage`), said in ``log``; (None, None) for a one-stage model."""
     if cfg.refine is None:
         return None, None
-    refiner, rep = fit_second_stage(sources, cfg, init, log, progress, _steps(progress))
+    refiner, rep = fit_second_stage(sources, cfg, stage1, init, log, progress, _steps(progress))
     verdict = f"kept ({rep.method})" if rep.used else "not kept: it did not beat stage 1"
+    own = starts_kind(cfg.refine, sum(len(s.crops) for s in sources)) == "own"
+    starts = "from stage 1's own points" if own else "from out-of-fold stage-1 points"
     log(f"second stage {verdict}: NME {rep.shape_nme_pct:.2f}% stage 1 vs {rep.refined_nme_pct:.2f}% refined "
-        f"({rep.how} of {rep.n_pairs} faces, out-of-fold stage-1 points; {rep.fit_s:.0f} s)")
+        f"({rep.how} of {rep.n_pairs} faces, {starts}; {rep.fit_s:.0f} s)")
     if rep.problems:
         log(f"{len(rep.problems)} faces without a readable image were left out of it (first: {rep.problems[0]})")
     return refiner, rep
@@ -106,7 +110,7 @@ def fit_detector(sources: Sequence[DataSource], out: str | Path, cfg: TrainConfi
     if ckpt.is_file():
         log(f"resuming from {ckpt}")
     model = train(src, cfg, checkpoint=ckpt, tag=tag, progress=_steps(progress))
-    refiner, rep = second_stage(src, cfg, log=log, progress=progress)
+    refiner, rep = second_stage(src, cfg, model, log=log, progress=progress)
     det = trained_detector(model, cfg, src, "real_only", cal, det_name, refiner, rep)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one rank writes
         det.save(out, overwrite=overwrite)

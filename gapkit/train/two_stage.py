@@ -1,13 +1,22 @@
 """A detector's second stage: stage 1's points refined on the image around them.
 
-Stage 1 is the crop net trained as usual. Its errors on the faces it trained on are smaller
-than on new faces, so the refiner learns from out-of-fold predictions instead: the faces of
-each source are split into ``folds``, and a stage-1 model trained without a fold (same
-settings, ``fold_share`` of the steps) predicts that fold. The refiner is the one the label
+Stage 1 is the crop net trained as usual. The refiner learns to move stage-1 predictions of the
+training faces to their labels, from one of two kinds of start (``TwoStage.starts``; "auto"
+picks by the number of faces, :func:`starts_kind`):
+
+- ``own``: stage 1's predictions of the faces it trained on. They are closer to the labels than
+  its predictions of new faces, so the refiner's jitter widens them; no extra model is trained.
+- ``out_of_fold``: the faces of each source are split into ``folds``, and a stage-1 model
+  trained without a fold (same settings, ``fold_share`` of the steps) predicts that fold, so
+  the starts carry the errors of unseen faces, at ``folds x fold_share`` of stage 1's time.
+
+On the 300-W pool's validation split (benchmarks/two_stage_settings.py), at equal training time
+``own`` with more refiner steps beat ``out_of_fold`` with 1,475 faces; with 226, stage 1 knew
+its own faces so well that a refiner trained from its points did not beat it on held-out ones. The refiner is the one the label
 adapter's second stage uses (:func:`gapkit.refine.fit`): it reads each face's image around the
-out-of-fold points, learns to move them to the labels, and is kept only where it beats them on
-held-out faces (10% of the faces, or k-fold CV below ``small_data``). Points are 0-based image
-pixels (x, y), (N, K, 2).
+starts, learns to move them to the labels, and is kept only where it beats them on held-out
+faces (10% of the faces, or k-fold CV below ``small_data``). Points are 0-based image pixels
+(x, y), (N, K, 2).
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from gapkit.errors import ConfigError
 from gapkit.refine import Refiner, RefineReport
 from gapkit.refine import fit as fit_refiner
 from gapkit.train.data import Source
-from gapkit.train.trainer import TrainConfig, predict, train
+from gapkit.train.trainer import TrainConfig, TwoStage, predict, train
 
 Log = Callable[[str], None]
 
@@ -70,17 +79,39 @@ def mean_shape(points: np.ndarray) -> np.ndarray:
     return generalised_procrustes(whole if len(whole) else points)[0]
 
 
-def fit_second_stage(sources: Sequence[Source], cfg: TrainConfig, init: dict | None = None,
+def starts_kind(two: TwoStage, n: int) -> str:
+    """"own" or "out_of_fold": the refiner's starts for ``n`` training faces (``two.starts``
+    unless it is "auto")."""
+    if two.starts != "auto":
+        return two.starts
+    return "own" if n >= two.own_from else "out_of_fold"
+
+
+def training_starts(sources: Sequence[Source], cfg: TrainConfig, stage1=None, init: dict | None = None,
+                    log: Log = lambda s: None, progress: Callable[[int, int, float], None] | None = None
+                    ) -> np.ndarray:
+    """Image points (N, K, 2) of every face of ``sources`` in order, the refiner's starts as
+    ``cfg.refine`` says (:func:`starts_kind`): the trained ``stage1`` net's predictions, or out-of-fold ones."""
+    if starts_kind(cfg.refine, sum(len(s.crops) for s in sources)) == "out_of_fold":
+        return np.concatenate(out_of_fold(sources, cfg, init, log, progress))
+    if stage1 is None:
+        raise ConfigError("a second stage trained from stage 1's own predictions needs the trained stage 1")
+    device = resolve_device(cfg.device)
+    return np.concatenate([predict(stage1, s.crops, device=device, flip=cfg.flip_test) for s in sources])
+
+
+def fit_second_stage(sources: Sequence[Source], cfg: TrainConfig, stage1=None, init: dict | None = None,
                      log: Log = lambda s: None, progress: Callable[[int, int], None] | None = None,
                      stage1_progress: Callable[[int, int, float], None] | None = None
                      ) -> tuple[Refiner | None, RefineReport]:
     """The refiner of a two-stage detector trained with ``cfg`` (``cfg.refine`` set) on
-    ``sources``, or None where validation says it does not help, and its report. Each face's
-    image is read from its file; faces whose image cannot be read are left out and reported."""
+    ``sources`` after its first stage ``stage1`` (the trained net; only "own" starts read it),
+    or None where validation says it does not help, and its report. Each face's image is read
+    from its file; faces whose image cannot be read are left out and reported."""
     if cfg.refine is None:
         raise ConfigError("fit_second_stage needs TrainConfig.refine")
     start = time.perf_counter()
-    oof = np.concatenate(out_of_fold(sources, cfg, init, log, stage1_progress))
+    oof = training_starts(sources, cfg, stage1, init, log, stage1_progress)
     target = np.concatenate([s.crops.to_image(np.arange(len(s.crops)), s.crops.points) for s in sources])
     images = [p for s in sources for p in s.crops.paths]
     ids = [i for s in sources for i in s.crops.ids]
