@@ -12,11 +12,12 @@ picks by the number of faces, :func:`starts_kind`):
 
 On the 300-W pool's validation split (benchmarks/two_stage_settings.py), at equal training time
 ``own`` with more refiner steps beat ``out_of_fold`` with 1,475 faces; with 226, stage 1 knew
-its own faces so well that a refiner trained from its points did not beat it on held-out ones. The refiner is the one the label
-adapter's second stage uses (:func:`gapkit.refine.fit`): it reads each face's image around the
-starts, learns to move them to the labels, and is kept only where it beats them on held-out
-faces (10% of the faces, or k-fold CV below ``small_data``). Points are 0-based image pixels
-(x, y), (N, K, 2).
+its own faces so well that a refiner trained from its points did not beat it on held-out ones.
+
+The refiner is the one the label adapter's second stage uses (:func:`gapkit.refine.fit`): it
+reads each face's image around the starts, learns to move them to the labels, and is kept only
+where it beats them on held-out faces (10% of the faces, or k-fold CV below ``small_data``).
+Points are 0-based image pixels (x, y), (N, K, 2).
 """
 
 from __future__ import annotations
