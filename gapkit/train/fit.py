@@ -16,10 +16,10 @@ from gapkit.errors import ConfigError, GapkitError
 from gapkit.faceset import DataSource, load
 from gapkit.files import check_output
 from gapkit.records import FaceRecord
-from gapkit.refine import RefineConfig, Refiner, RefineReport
+from gapkit.refine import Refiner, RefineReport
 from gapkit.train.data import FaceCrops, Source
 from gapkit.train.detector import Detector, trained_detector
-from gapkit.train.trainer import SECOND_STAGE_REFINER, TrainConfig, TwoStage, train
+from gapkit.train.trainer import TrainConfig, TwoStage, train
 from gapkit.train.two_stage import fit_second_stage, starts_kind
 
 Log = Callable[[str], None]
@@ -40,10 +40,10 @@ def detector_config(**changes: object) -> TrainConfig:
 def two_stage_settings(options: dict) -> TwoStage:
     """The second stage's settings from flat KEY=VALUE options: ``starts``, ``own_from``,
     ``folds`` and ``fold_share`` of :class:`TwoStage`, any other key a :class:`gapkit.refine.RefineConfig`
-    setting of its refiner (the rest as :data:`SECOND_STAGE_REFINER` and RefineConfig say)."""
+    setting of its refiner (the rest as :class:`TwoStage` says)."""
     own = {k: options[k] for k in ("starts", "own_from", "folds", "fold_share") if k in options}
     refiner = {k: v for k, v in options.items() if k not in own}
-    return TwoStage(**own, refiner=RefineConfig(**(SECOND_STAGE_REFINER | refiner)))
+    return TwoStage(**own, refiner=refiner)
 
 
 def calibrate_boxes(records: Sequence[FaceRecord], log: Log,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import AfterValidator, Field, PositiveInt
+from pydantic import AfterValidator, Field, PositiveInt, field_validator
 
 from gapkit.augment import Augment, to_tensor_batch
 from gapkit.devices import bf16_native, resolve_device
@@ -53,6 +53,12 @@ class TwoStage(Settings):
     # only show the refiner what stage 1's errors look like, and cost fold_share x folds of its time
     fold_share: float = Field(0.5, gt=0, le=1)
     refiner: RefineConfig = Field(default_factory=lambda: RefineConfig(**SECOND_STAGE_REFINER))
+
+    @field_validator("refiner", mode="before")
+    @classmethod
+    def _second_stage_defaults(cls, value: object) -> object:
+        """A refiner given as a table (TOML, --refine options) gets SECOND_STAGE_REFINER beneath its keys."""
+        return SECOND_STAGE_REFINER | value if isinstance(value, dict) else value
 
 
 class TrainConfig(Settings):
